@@ -1,0 +1,145 @@
+# Shared helpers for the local stack's scripts: logging, failing loudly, PID
+# files, port checks and condition waits. Sourced, never run.
+#
+# Conventions every component script follows (stack/components/<name>.sh):
+#   - defines <name>_install, <name>_start, <name>_stop, <name>_status
+#     (install is idempotent and cheap when already done; start is a no-op
+#     when the component is already running and healthy);
+#   - runs its process in the background with `start_process`, which writes
+#     $STACK_RUN/<name>.pid and logs to $STACK_LOGS/<name>.log;
+#   - waits for health with `wait_until`, and on failure calls `fail` with the
+#     component, the cause and the log path.
+
+set -o pipefail
+
+STACK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${OUTBOUND_STACK_DIR:-$STACK_REPO/.stack}"   # data, logs, pids: per clone
+STACK_RUN="$STACK_DIR/run"
+STACK_LOGS="$STACK_DIR/logs"
+STACK_DATA="$STACK_DIR/data"
+# Jars resolved from Maven Central are cached outside the clone (~/.m2 plus a
+# copy per pom under the cache dir) so a fresh clone starts warm.
+STACK_CACHE="${OUTBOUND_CACHE_DIR:-$HOME/.cache/outbound}"
+mkdir -p "$STACK_RUN" "$STACK_LOGS" "$STACK_DATA" "$STACK_CACHE"
+
+log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# fail COMPONENT CAUSE [LOGFILE]: print what broke, where to look, the log's
+# tail, and exit non-zero.
+fail() {
+  local component="$1" cause="$2" logfile="${3:-}"
+  printf '\n[stack] FAILED: %s: %s\n' "$component" "$cause" >&2
+  if [ -n "$logfile" ]; then
+    printf '[stack] log: %s\n' "$logfile" >&2
+    if [ -f "$logfile" ]; then
+      printf '[stack] last lines of the log:\n' >&2
+      tail -n 25 "$logfile" | sed 's/^/    /' >&2
+    fi
+  fi
+  exit 1
+}
+
+pidfile() { printf '%s/%s.pid' "$STACK_RUN" "$1"; }
+logfile() { printf '%s/%s.log' "$STACK_LOGS" "$1"; }
+
+# is_running NAME: the process in NAME's PID file is alive.
+is_running() {
+  local f; f="$(pidfile "$1")"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# port_in_use PORT: something listens on 127.0.0.1:PORT.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# require_free_port COMPONENT PORT: fail loudly when another process holds it.
+require_free_port() {
+  local component="$1" port="$2"
+  if port_in_use "$port"; then
+    local who; who="$(ss -ltnp "sport = :$port" 2>/dev/null | tail -n +2 | head -n 1)"
+    fail "$component" "port $port on 127.0.0.1 is already taken${who:+ by: $who}; stop that process or set the port" ""
+  fi
+}
+
+# start_process NAME CMD...: run CMD in its own session in the background,
+# stdout+stderr to NAME's log, PID to NAME's PID file.
+start_process() {
+  local name="$1"; shift
+  local lf; lf="$(logfile "$name")"
+  printf '\n===== %s start %s =====\n' "$name" "$(date -Is)" >>"$lf"
+  setsid "$@" >>"$lf" 2>&1 < /dev/null &
+  echo $! >"$(pidfile "$name")"
+}
+
+# stop_process NAME [GRACE_SECONDS]: TERM the process group in NAME's PID file,
+# KILL it after the grace period; only ever our own PID.
+stop_process() {
+  local name="$1" grace="${2:-30}" f pid
+  f="$(pidfile "$name")"
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+    local deadline=$((SECONDS + grace))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop in ${grace}s; killing"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    fi
+  fi
+  rm -f "$f"
+}
+
+# wait_until COMPONENT DESCRIPTION TIMEOUT_SECONDS CMD...: poll CMD until it
+# succeeds; fail with the log when the deadline passes or the process dies.
+wait_until() {
+  local component="$1" what="$2" timeout="$3"; shift 3
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ -f "$(pidfile "$component")" ] && ! is_running "$component"; then
+      fail "$component" "the process exited while waiting for: $what" "$(logfile "$component")"
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      fail "$component" "timed out after ${timeout}s waiting for: $what" "$(logfile "$component")"
+    fi
+    sleep 1
+  done
+}
+
+# apt_install COMPONENT PKG...: install Debian packages once, without letting
+# their maintainer scripts start system services (we run our own instances).
+apt_install() {
+  local component="$1"; shift
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "$component: installing ${missing[*]} from Debian's packages"
+  local lf; lf="$(logfile apt)"
+  local had_policy=0
+  [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ $had_policy -eq 1 ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >>"$lf" 2>&1; then
+    [ $had_policy -eq 1 ] || rm -f /usr/sbin/policy-rc.d
+    fail "$component" "apt-get install ${missing[*]} failed" "$lf"
+  fi
+  [ $had_policy -eq 1 ] || rm -f /usr/sbin/policy-rc.d
+}
+
+# maven_fetch COMPONENT POM_DIR OUT_DIR: resolve the pom's dependencies from
+# Maven Central and copy the jars to OUT_DIR (skipped when already done for
+# this exact pom).
+maven_fetch() {
+  local component="$1" pom_dir="$2" out="$3"
+  local stamp="$out/.pom.sha256" want
+  want="$(sha256sum "$pom_dir/pom.xml" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  log "$component: resolving jars from Maven Central (first run downloads; cached in ~/.m2)"
+  local lf; lf="$(logfile "maven-$component")"
+  rm -rf "$out"; mkdir -p "$out"
+  if ! mvn -B -q -f "$pom_dir/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$out" -DincludeScope=runtime >"$lf" 2>&1; then
+    fail "$component" "Maven could not resolve the jars (network to Maven Central, or a pinned version missing)" "$lf"
+  fi
+  echo "$want" >"$stamp"
+}
