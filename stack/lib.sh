@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the local stack's scripts: logging, failing loudly, PID
 # files, port checks and condition waits. Sourced, never run.
 #
@@ -20,7 +21,8 @@ STACK_DATA="$STACK_DIR/data"
 # Jars resolved from Maven Central are cached outside the clone (~/.m2 plus a
 # copy per pom under the cache dir) so a fresh clone starts warm.
 STACK_CACHE="${OUTBOUND_CACHE_DIR:-$HOME/.cache/outbound}"
-mkdir -p "$STACK_RUN" "$STACK_LOGS" "$STACK_DATA" "$STACK_CACHE"
+STACK_CONF="$STACK_DIR/conf"   # rendered configs
+mkdir -p "$STACK_RUN" "$STACK_LOGS" "$STACK_DATA" "$STACK_CONF" "$STACK_CACHE"
 
 log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -143,3 +145,26 @@ maven_fetch() {
   fi
   echo "$want" >"$stamp"
 }
+
+# render_template SRC DST [NAME=VALUE...]: copy the config template SRC to DST,
+# replacing @STACK_DIR@, @STACK_DATA@, @STACK_RUN@, @STACK_LOGS@,
+# @STACK_CACHE@, @STACK_REPO@ and each @NAME@ given; fails loudly when a
+# placeholder is left over.
+render_template() {
+  local src="$1" dst="$2"; shift 2
+  local pairs=("STACK_DIR=$STACK_DIR" "STACK_DATA=$STACK_DATA" "STACK_RUN=$STACK_RUN"
+               "STACK_LOGS=$STACK_LOGS" "STACK_CACHE=$STACK_CACHE" "STACK_REPO=$STACK_REPO" "$@")
+  local script="" kv name value
+  for kv in "${pairs[@]}"; do
+    name="${kv%%=*}"; value="${kv#*=}"
+    value="${value//\\/\\\\}"; value="${value//|/\\|}"; value="${value//&/\\&}"
+    script+="s|@${name}@|${value}|g;"
+  done
+  mkdir -p "$(dirname "$dst")"
+  sed -e "$script" "$src" >"$dst.tmp" && mv "$dst.tmp" "$dst"
+  local left; left="$(grep -o '@[A-Z_][A-Z_]*@' "$dst" | sort -u | tr '\n' ' ' || true)"
+  [ -z "$left" ] || fail "$(basename "$src")" "unrendered placeholders in $dst: $left" ""
+}
+
+# http_ok URL: the URL answers with a 2xx status.
+http_ok() { curl -fsS -o /dev/null --max-time 5 "$1"; }
