@@ -1,0 +1,309 @@
+//! Parsing of the source tables' loosely typed values (VARCHAR money and
+//! quantities) into exact decimals and integers. Nothing here uses floats.
+//!
+//! Accepted money: an optional currency (`Rs`, `Rs.`, `₹`, `INR`, `$`, `€`,
+//! `£` or any three-letter code) before or after an optionally signed decimal
+//! number, with `,` thousands separators (Indian grouping too) and an
+//! optional `/-` suffix: `Rs 52755`, `₹1,234.50`, `INR 99`, `52755`, `24.5`.
+//! Amounts are normalised (`1234.50` becomes `1234.5`) and bounded: at most
+//! [`MAX_SCALE`] decimal places and an absolute value below [`MAX_AMOUNT`], so
+//! that sums of many amounts stay exact in a 96-bit decimal. Anything else is
+//! not a value: the caller keeps the raw text as a data-quality finding.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Most decimal places an amount may have after normalisation.
+pub const MAX_SCALE: u32 = 6;
+/// Amounts must be strictly smaller than this in absolute value (10^15).
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
+/// Largest accepted item quantity.
+pub const MAX_QTY: u64 = 1_000_000_000;
+
+/// An amount of money with the currency it was written in, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// ISO 4217 code when the source named one (`Rs` and `₹` read as `INR`).
+    pub currency: Option<String>,
+}
+
+/// A column value after parsing: absent, a value, or text that did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Parsed<T> {
+    #[default]
+    Null,
+    Valid(T),
+    /// The raw text, kept for the document's `data_quality` entry.
+    Invalid(String),
+}
+
+impl<T> Parsed<T> {
+    pub fn valid(&self) -> Option<&T> {
+        match self {
+            Parsed::Valid(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn invalid_raw(&self) -> Option<&str> {
+        match self {
+            Parsed::Invalid(raw) => Some(raw),
+            _ => None,
+        }
+    }
+
+    /// Parses `raw` with `parse`, keeping the text when it fails.
+    pub fn from_text(raw: &str, parse: impl FnOnce(&str) -> Option<T>) -> Self {
+        match parse(raw) {
+            Some(v) => Parsed::Valid(v),
+            None => Parsed::Invalid(raw.to_owned()),
+        }
+    }
+}
+
+/// Checks the bounds every amount must respect and normalises it.
+pub fn bounded_amount(d: Decimal) -> Option<Decimal> {
+    let d = d.normalize();
+    (d.scale() <= MAX_SCALE && d.abs() < MAX_AMOUNT).then_some(d)
+}
+
+/// Parses a plain decimal number as JSON or Java writes it (`24.5`, `-3`,
+/// `1.0E10`), exactly, within the amount bounds.
+pub fn parse_number(text: &str) -> Option<Decimal> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let d = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).ok()?
+    } else {
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.'))
+        {
+            return None;
+        }
+        Decimal::from_str_exact(text.strip_prefix('+').unwrap_or(text)).ok()?
+    };
+    bounded_amount(d)
+}
+
+/// Parses a money value: `Rs 52755`, `₹1,234.50`, `INR 99`, `52755`, `24.5`.
+pub fn parse_money(raw: &str) -> Option<Money> {
+    let s = raw.trim();
+    let s = s.strip_suffix("/-").unwrap_or(s).trim_end();
+    let (prefix_cur, rest) = split_currency_prefix(s);
+    let (number, suffix_cur) = split_currency_suffix(rest.trim_start());
+    let currency = match (prefix_cur, suffix_cur) {
+        (Some(_), Some(_)) => return None,
+        (c, None) | (None, c) => c,
+    };
+    let amount = parse_grouped_number(number.trim())?;
+    Some(Money { amount, currency })
+}
+
+/// Parses an item quantity: a non-negative integer (`2`, `"2"`, `1,000`,
+/// `2.0`), at most [`MAX_QTY`].
+pub fn parse_qty(raw: &str) -> Option<u64> {
+    let d = parse_grouped_number(raw.trim())?;
+    qty_from_decimal(d)
+}
+
+/// A quantity from an exact decimal: integral, non-negative, bounded.
+pub fn qty_from_decimal(d: Decimal) -> Option<u64> {
+    if d.is_sign_negative() && !d.is_zero() {
+        return None;
+    }
+    let d = d.normalize();
+    if d.scale() != 0 {
+        return None;
+    }
+    let n = u64::from_str(&d.to_string()).ok()?;
+    (n <= MAX_QTY).then_some(n)
+}
+
+/// A number with optional sign, `,` separators in the integer part, and an
+/// optional fraction.
+fn parse_grouped_number(s: &str) -> Option<Decimal> {
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (int_part, frac_part) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    if int_part.is_empty() && frac_part.is_none_or(str::is_empty) {
+        return None;
+    }
+    // Separators only between digit groups: no leading, trailing or doubled comma.
+    if int_part.starts_with(',') || int_part.ends_with(',') || int_part.contains(",,") {
+        return None;
+    }
+    if !int_part.bytes().all(|b| b.is_ascii_digit() || b == b',') {
+        return None;
+    }
+    if let Some(f) = frac_part {
+        if !f.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let mut text = String::with_capacity(s.len());
+    if neg {
+        text.push('-');
+    }
+    if int_part.is_empty() {
+        text.push('0');
+    }
+    text.extend(int_part.chars().filter(|c| *c != ','));
+    if let Some(f) = frac_part.filter(|f| !f.is_empty()) {
+        text.push('.');
+        text.push_str(f);
+    }
+    bounded_amount(Decimal::from_str_exact(&text).ok()?)
+}
+
+const SYMBOLS: [(&str, &str); 8] = [
+    ("Rs.", "INR"),
+    ("Rs", "INR"),
+    ("RS", "INR"),
+    ("rs", "INR"),
+    ("₹", "INR"),
+    ("$", "USD"),
+    ("€", "EUR"),
+    ("£", "GBP"),
+];
+
+fn split_currency_prefix(s: &str) -> (Option<String>, &str) {
+    for (sym, code) in SYMBOLS {
+        if let Some(rest) = s.strip_prefix(sym) {
+            if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                return (Some(code.to_owned()), rest);
+            }
+        }
+    }
+    let letters = s.bytes().take_while(u8::is_ascii_alphabetic).count();
+    if letters == 3 {
+        return (Some(s[..3].to_ascii_uppercase()), &s[3..]);
+    }
+    (None, s)
+}
+
+fn split_currency_suffix(s: &str) -> (&str, Option<String>) {
+    for (sym, code) in SYMBOLS {
+        if let Some(rest) = s.strip_suffix(sym) {
+            if !rest.ends_with(|c: char| c.is_ascii_alphabetic()) {
+                return (rest, Some(code.to_owned()));
+            }
+        }
+    }
+    let letters = s.bytes().rev().take_while(u8::is_ascii_alphabetic).count();
+    if letters == 3 {
+        let at = s.len() - 3;
+        return (&s[..at], Some(s[at..].to_ascii_uppercase()));
+    }
+    (s, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(raw: &str) -> Option<(String, Option<String>)> {
+        parse_money(raw).map(|m| (m.amount.to_string(), m.currency))
+    }
+
+    fn inr(amount: &str) -> Option<(String, Option<String>)> {
+        Some((amount.to_owned(), Some("INR".to_owned())))
+    }
+
+    #[test]
+    fn money_forms_of_the_source() {
+        assert_eq!(money("Rs 52755"), inr("52755"));
+        assert_eq!(money("Rs52755"), inr("52755"));
+        assert_eq!(money("Rs. 52,755"), inr("52755"));
+        assert_eq!(money("₹1,234.50"), inr("1234.5"));
+        assert_eq!(money("₹ 1,23,456.75"), inr("123456.75"));
+        assert_eq!(money("INR 99"), inr("99"));
+        assert_eq!(money("inr 99"), inr("99"));
+        assert_eq!(money("99 INR"), inr("99"));
+        assert_eq!(money("Rs 500/-"), inr("500"));
+        assert_eq!(money("52755"), Some(("52755".into(), None)));
+        assert_eq!(money(" 24.5 "), Some(("24.5".into(), None)));
+        assert_eq!(money("24.50"), Some(("24.5".into(), None)));
+        assert_eq!(money(".5"), Some(("0.5".into(), None)));
+        assert_eq!(money("-12"), Some(("-12".into(), None)));
+        assert_eq!(money("$ 12.99"), Some(("12.99".into(), Some("USD".into()))));
+        assert_eq!(money("EUR 7"), Some(("7".into(), Some("EUR".into()))));
+        assert_eq!(money("0"), Some(("0".into(), None)));
+    }
+
+    #[test]
+    fn money_rejects_what_is_not_an_amount() {
+        for raw in [
+            "",
+            " ",
+            "Rs",
+            "abc",
+            "Rs abc",
+            "1,,000",
+            ",100",
+            "100,",
+            "1.2.3",
+            "12 34",
+            "Rs 5 INR",
+            "1e5x",
+            "NaN",
+            "-",
+            ".",
+            "RUPEES 10",
+            "12.3456789",
+            "1000000000000000",
+            "Rs-",
+        ] {
+            assert_eq!(parse_money(raw), None, "{raw:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_qty("2"), Some(2));
+        assert_eq!(parse_qty(" 2 "), Some(2));
+        assert_eq!(parse_qty("0"), Some(0));
+        assert_eq!(parse_qty("1,000"), Some(1000));
+        assert_eq!(parse_qty("2.0"), Some(2));
+        assert_eq!(parse_qty("1000000000"), Some(MAX_QTY));
+        for raw in ["", "-1", "2.5", "two", "1000000001", "Rs 2", "+", "0x10"] {
+            assert_eq!(parse_qty(raw), None, "{raw:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn numbers_as_json_writes_them() {
+        assert_eq!(parse_number("24.5"), Some(Decimal::new(245, 1)));
+        assert_eq!(parse_number("-3"), Some(Decimal::new(-3, 0)));
+        assert_eq!(parse_number("1.0E3"), Some(Decimal::new(1000, 0)));
+        assert_eq!(parse_number("1.5e-2"), Some(Decimal::new(15, 3)));
+        assert_eq!(parse_number("x"), None);
+        assert_eq!(parse_number(""), None);
+    }
+
+    #[test]
+    fn parsed_keeps_raw_text_on_failure() {
+        let p = Parsed::from_text("Rs x", parse_money);
+        assert_eq!(p.invalid_raw(), Some("Rs x"));
+        assert_eq!(p.valid(), None);
+        let p = Parsed::from_text("Rs 1", parse_money);
+        assert_eq!(p.valid().map(|m| m.amount), Some(Decimal::ONE));
+    }
+
+    #[test]
+    fn max_amount_is_ten_to_the_fifteen() {
+        assert_eq!(MAX_AMOUNT, Decimal::from(1_000_000_000_000_000u64));
+    }
+}
