@@ -116,6 +116,9 @@ impl Decoder {
             Some(v) if !v.trim_ascii().is_empty() && v.trim_ascii() != b"null" => v,
             _ => return Ok(None),
         };
+        if value.trim_ascii_start().first() != Some(&b'{') {
+            return Err(DecodeError::Json("expected a JSON object".into()));
+        }
         if let Some((schema, payload)) = self.fast_split(topic, value) {
             if let Ok(env) = serde_json::from_slice::<Envelope>(payload) {
                 return build_event(config, topic, table, env, Some(&schema));
@@ -189,9 +192,9 @@ impl Decoder {
 /// The top level of a record: either the wrapper or the envelope itself.
 #[derive(Deserialize)]
 struct Top<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     schema: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
     #[serde(borrow, default)]
     before: Option<&'a RawValue>,
@@ -203,6 +206,11 @@ struct Top<'a> {
     op: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
+}
+
+/// A key that is present, even with a `null` value (which a plain `Option` reads as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
