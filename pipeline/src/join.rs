@@ -351,7 +351,11 @@ fn evaluate(config: &PipelineConfig, rows: &OrderRows) -> Evaluation {
 fn diff(before: Evaluation, after: &Evaluation, removal_version: i64) -> JoinOutput {
     let mut details = Vec::new();
     for (id, (version, doc)) in &after.docs {
-        if before.docs.get(id).map(|(_, d)| d) != Some(doc) {
+        let unchanged = before
+            .docs
+            .get(id)
+            .is_some_and(|(v, d)| v == version && d == doc);
+        if !unchanged {
             details.push(DetailChange::Upsert {
                 id: id.clone(),
                 version: *version,
@@ -387,8 +391,14 @@ fn upsert_in_order<S: StateStore + ?Sized>(
     let (table, id) = (stored.row.table(), stored.row.id().to_owned());
     let key = row_key(order_id, table, &stored.db, &id);
     let existing = rows.find(table, &stored.db, &id);
-    if existing.as_ref().is_some_and(|e| same_content(e, &stored)) {
-        // A replay of a change already applied: remember the newer version only.
+    if existing
+        .as_ref()
+        .is_some_and(|e| *e == stored || (table != SourceTable::Items && same_content(e, &stored)))
+    {
+        // A replay of an order or shipment change already applied: nothing
+        // downstream changes. (A replayed item change is re-emitted with its
+        // new version, since another partition may meanwhile have deleted
+        // the document at a version between the two.)
         store.put(&key, &encode(&stored)?)?;
         return Ok(JoinOutput::default());
     }
@@ -438,7 +448,7 @@ fn upsert_orphan<S: StateStore + ?Sized>(
         None => None,
     };
     store.put(&key, &encode(&stored)?)?;
-    if existing.is_some_and(|e| same_content(&e, &stored)) {
+    if existing.is_some_and(|e| e == stored) {
         return Ok(JoinOutput::default());
     }
     Ok(JoinOutput {
