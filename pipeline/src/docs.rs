@@ -7,9 +7,11 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{PipelineConfig, WarehouseRule};
-use crate::model::{Order, OrderItem, Shipment, Sourced, Timestamp};
+use rust_decimal::Decimal;
+
+use crate::model::{rfc3339_opt, Order, OrderItem, Shipment, Sourced, Timestamp};
 use crate::rollup::{Measures, RollupKey};
-use crate::values::{Money, Parsed};
+use crate::values::{decimal_str_opt, Money, Parsed};
 
 /// Whether an item has left the warehouse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,20 +45,25 @@ pub struct ItemFields {
     pub shipment_id: Option<String>,
     pub courier: Option<String>,
     pub warehouse_id: Option<String>,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
+    #[serde(with = "rfc3339_opt")]
+    pub created_at: Option<Timestamp>,
+    #[serde(with = "rfc3339_opt")]
+    pub updated_at: Option<Timestamp>,
 }
 
 /// The order's fields (`order_demo`), when the order row exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFields {
     pub id: String,
-    pub order_value: Option<String>,
+    #[serde(with = "decimal_str_opt")]
+    pub order_value: Option<Decimal>,
     pub currency: Option<String>,
     pub order_description: Option<String>,
     pub order_address: Option<String>,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
+    #[serde(with = "rfc3339_opt")]
+    pub created_at: Option<Timestamp>,
+    #[serde(with = "rfc3339_opt")]
+    pub updated_at: Option<Timestamp>,
 }
 
 /// The linked shipment's fields (`logistics_demo`).
@@ -64,11 +71,14 @@ pub struct OrderFields {
 pub struct ShipmentFields {
     pub id: String,
     pub wmsrecord_id: Option<String>,
-    pub shipment_cost: Option<String>,
+    #[serde(with = "decimal_str_opt")]
+    pub shipment_cost: Option<Decimal>,
     pub currency: Option<String>,
     pub courier: Option<String>,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
+    #[serde(with = "rfc3339_opt")]
+    pub created_at: Option<Timestamp>,
+    #[serde(with = "rfc3339_opt")]
+    pub updated_at: Option<Timestamp>,
 }
 
 /// `source.ts_ms` of the last change of each row behind the document.
@@ -96,10 +106,10 @@ pub struct OrderItemDoc {
 }
 
 /// The item's warehouse under the configured rule.
-pub fn warehouse(config: &PipelineConfig, item: &Sourced<OrderItem>) -> String {
+pub fn warehouse<'a>(config: &PipelineConfig, item: &'a Sourced<OrderItem>) -> &'a str {
     match (config.warehouse_rule, &item.row.warehouse_id) {
-        (WarehouseRule::ColumnElseSourceDb, Some(wh)) => wh.clone(),
-        _ => item.db.clone(),
+        (WarehouseRule::ColumnElseSourceDb, Some(wh)) => wh,
+        _ => &item.db,
     }
 }
 
@@ -117,13 +127,9 @@ pub fn ship_day(config: &PipelineConfig, shipment: &Shipment) -> Option<NaiveDat
     Some(at.with_timezone(&config.business_tz).date_naive())
 }
 
-fn ts(t: Option<Timestamp>) -> Option<String> {
-    t.map(|t| t.to_string())
-}
-
-fn amount(m: &Parsed<Money>) -> (Option<String>, Option<String>) {
+fn amount(m: &Parsed<Money>) -> (Option<Decimal>, Option<String>) {
     match m.valid() {
-        Some(m) => (Some(m.amount.to_string()), m.currency.clone()),
+        Some(m) => (Some(m.amount), m.currency.clone()),
         None => (None, None),
     }
 }
@@ -159,8 +165,8 @@ pub fn item_doc(
             currency,
             order_description: o.order_description.clone(),
             order_address: o.order_address.clone(),
-            created_at: ts(o.created_at),
-            updated_at: ts(o.updated_at),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
         }
     });
     let shipment_fields = shipment.map(|s| {
@@ -184,8 +190,8 @@ pub fn item_doc(
             shipment_cost,
             currency,
             courier: s.courier.clone(),
-            created_at: ts(s.created_at),
-            updated_at: ts(s.updated_at),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
         }
     });
     OrderItemDoc {
@@ -196,7 +202,7 @@ pub fn item_doc(
             ItemStatus::Pending
         },
         ship_day: shipment.and_then(|s| ship_day(config, &s.row)),
-        warehouse: warehouse(config, item),
+        warehouse: warehouse(config, item).to_owned(),
         courier: courier(i, shipment.map(|s| &s.row)).map(str::to_owned),
         item: ItemFields {
             id: i.id.clone(),
@@ -206,8 +212,8 @@ pub fn item_doc(
             shipment_id: i.shipment_id.clone(),
             courier: i.courier.clone(),
             warehouse_id: i.warehouse_id.clone(),
-            created_at: ts(i.created_at),
-            updated_at: ts(i.updated_at),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
         },
         order: order_fields,
         shipment: shipment_fields,

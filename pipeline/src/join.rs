@@ -22,10 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::config::PipelineConfig;
-use crate::docs::{item_doc, OrderItemDoc};
+use rust_decimal::Decimal;
+
+use crate::docs::{courier, item_doc, ship_day, warehouse, OrderItemDoc};
 use crate::model::{compare_ids, Order, OrderItem, Row, Shipment, SourceTable, Sourced};
 use crate::rekey::KeyedChange;
-use crate::rollup::{self, Measures, RollupDelta, RollupKey, ShippedItem};
+use crate::rollup::{self, RollupDelta, ShippedItem};
 use crate::store::{StateStore, StoreError};
 
 /// A change to the detail index, with the version of the item row behind it
@@ -244,96 +246,180 @@ impl OrderRows {
             SourceTable::Shipments => pick(&self.shipments, db, id, |r| &r.id, Row::Shipment),
         }
     }
+}
 
-    fn remove(&mut self, table: SourceTable, db: &str, id: &str) {
-        match table {
-            SourceTable::Orders => self.orders.retain(|s| !(s.db == db && s.row.id == id)),
-            SourceTable::Items => self.items.retain(|s| !(s.db == db && s.row.id == id)),
-            SourceTable::Shipments => self.shipments.retain(|s| !(s.db == db && s.row.id == id)),
+/// Which stored rows an evaluation leaves out.
+#[derive(Clone, Copy)]
+enum Removal<'a> {
+    Nothing,
+    Row(SourceTable, &'a str, &'a str),
+    Table(SourceTable, &'a str),
+}
+
+/// An order's rows as they are (`removal: Nothing`, nothing added) or as a
+/// change leaves them, without copying any row.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    base: &'a OrderRows,
+    removal: Removal<'a>,
+    added: &'a OrderRows,
+}
+
+impl<'a> View<'a> {
+    fn current(base: &'a OrderRows, empty: &'a OrderRows) -> Self {
+        View {
+            base,
+            removal: Removal::Nothing,
+            added: empty,
         }
     }
 
-    fn remove_table(&mut self, table: SourceTable, db: &str) {
-        match table {
-            SourceTable::Orders => self.orders.retain(|s| s.db != db),
-            SourceTable::Items => self.items.retain(|s| s.db != db),
-            SourceTable::Shipments => self.shipments.retain(|s| s.db != db),
+    fn keep(self, table: SourceTable, db: &str, id: &str) -> bool {
+        match self.removal {
+            Removal::Nothing => true,
+            Removal::Row(t, d, i) => !(t == table && d == db && i == id),
+            Removal::Table(t, d) => !(t == table && d == db),
         }
+    }
+
+    fn orders(self) -> impl Iterator<Item = &'a Sourced<Order>> {
+        let base = self.base.orders.iter();
+        base.filter(move |r| self.keep(SourceTable::Orders, &r.db, &r.row.id))
+            .chain(self.added.orders.iter())
+    }
+
+    fn items(self) -> impl Iterator<Item = &'a Sourced<OrderItem>> {
+        let base = self.base.items.iter();
+        base.filter(move |r| self.keep(SourceTable::Items, &r.db, &r.row.id))
+            .chain(self.added.items.iter())
+    }
+
+    fn shipments(self) -> impl Iterator<Item = &'a Sourced<Shipment>> {
+        let base = self.base.shipments.iter();
+        base.filter(move |r| self.keep(SourceTable::Shipments, &r.db, &r.row.id))
+            .chain(self.added.shipments.iter())
     }
 }
 
-/// The documents and rollup contribution of one order's rows.
-struct Evaluation {
-    /// Doc id → (item version, document).
-    docs: BTreeMap<String, (i64, OrderItemDoc)>,
-    contribution: BTreeMap<RollupKey, Measures>,
+/// An item with the order and shipment the join rules give it.
+#[derive(Clone, Copy, PartialEq)]
+struct Joined<'a> {
+    item: &'a Sourced<OrderItem>,
+    order: Option<&'a Sourced<Order>>,
+    shipment: Option<&'a Sourced<Shipment>>,
+}
+
+/// An order's items, joined, keyed by (db, id); and the winning order row.
+struct Evaluation<'a> {
+    order: Option<&'a Sourced<Order>>,
+    items: BTreeMap<(&'a str, &'a str), Joined<'a>>,
 }
 
 /// The greatest by [`compare_ids`], ties (same id, other database) by database.
-fn greatest<'a, T>(
-    candidates: impl Iterator<Item = &'a Sourced<T>>,
-    id: fn(&T) -> &str,
-) -> Option<&'a Sourced<T>>
-where
-    T: 'a,
-{
-    candidates.max_by(|a, b| compare_ids(id(&a.row), id(&b.row)).then_with(|| a.db.cmp(&b.db)))
+fn is_greater<T>(a: &Sourced<T>, b: &Sourced<T>, id: fn(&T) -> &str) -> bool {
+    compare_ids(id(&a.row), id(&b.row))
+        .then_with(|| a.db.cmp(&b.db))
+        .is_gt()
 }
 
-fn evaluate(config: &PipelineConfig, rows: &OrderRows) -> Evaluation {
-    let order = greatest(rows.orders.iter(), |o: &Order| &o.id);
-    let mut by_id: HashMap<&str, &Sourced<Shipment>> = HashMap::new();
-    let mut by_wms: HashMap<&str, &Sourced<Shipment>> = HashMap::new();
-    let better = |new: &Sourced<Shipment>, old: &Sourced<Shipment>| {
-        compare_ids(&new.row.id, &old.row.id)
-            .then_with(|| new.db.cmp(&old.db))
-            .is_gt()
-    };
-    for s in &rows.shipments {
-        let slot = by_id.entry(s.row.id.as_str()).or_insert(s);
-        if better(s, slot) {
-            *slot = s;
+/// Finds an item's shipment among the order's shipments: linear for the
+/// usual handful, indexed for large orders.
+enum Shipments<'a> {
+    Few(Vec<&'a Sourced<Shipment>>),
+    Many {
+        by_id: HashMap<&'a str, &'a Sourced<Shipment>>,
+        by_wms: HashMap<&'a str, &'a Sourced<Shipment>>,
+    },
+}
+
+fn shipment_id(s: &Shipment) -> &str {
+    &s.id
+}
+
+impl<'a> Shipments<'a> {
+    fn new(all: Vec<&'a Sourced<Shipment>>) -> Self {
+        if all.len() <= 16 {
+            return Shipments::Few(all);
         }
-        if let Some(w) = s.row.wmsrecord_id.as_deref() {
-            let slot = by_wms.entry(w).or_insert(s);
-            if better(s, slot) {
+        let mut by_id: HashMap<&str, &Sourced<Shipment>> = HashMap::new();
+        let mut by_wms: HashMap<&str, &Sourced<Shipment>> = HashMap::new();
+        for s in all {
+            let slot = by_id.entry(s.row.id.as_str()).or_insert(s);
+            if is_greater(s, slot, shipment_id) {
                 *slot = s;
             }
+            if let Some(w) = s.row.wmsrecord_id.as_deref() {
+                let slot = by_wms.entry(w).or_insert(s);
+                if is_greater(s, slot, shipment_id) {
+                    *slot = s;
+                }
+            }
+        }
+        Shipments::Many { by_id, by_wms }
+    }
+
+    fn best(
+        all: &[&'a Sourced<Shipment>],
+        matches: impl Fn(&Shipment) -> bool,
+    ) -> Option<&'a Sourced<Shipment>> {
+        all.iter()
+            .copied()
+            .filter(|s| matches(&s.row))
+            .fold(None, |best, s| match best {
+                Some(b) if !is_greater(s, b, shipment_id) => Some(b),
+                _ => Some(s),
+            })
+    }
+
+    fn of(&self, item: &OrderItem) -> Option<&'a Sourced<Shipment>> {
+        match self {
+            Shipments::Few(all) => item
+                .shipment_id
+                .as_deref()
+                .and_then(|sid| Self::best(all, |s| s.id == sid))
+                .or_else(|| Self::best(all, |s| s.wmsrecord_id.as_deref() == Some(&item.id))),
+            Shipments::Many { by_id, by_wms } => item
+                .shipment_id
+                .as_deref()
+                .and_then(|sid| by_id.get(sid))
+                .or_else(|| by_wms.get(item.id.as_str()))
+                .copied(),
         }
     }
-    let mut docs = BTreeMap::new();
-    let mut shipped = Vec::new();
-    for item in &rows.items {
-        let shipment = item
-            .row
-            .shipment_id
-            .as_deref()
-            .and_then(|sid| by_id.get(sid))
-            .or_else(|| by_wms.get(item.row.id.as_str()))
-            .copied();
-        let doc = item_doc(config, item, order, shipment);
-        if let (Some(s), Some(day)) = (shipment, doc.ship_day) {
-            shipped.push((item, s, day, doc.warehouse.clone(), doc.courier.clone()));
-        }
-        docs.insert(
-            config.item_doc_id(&item.db, &item.row.id),
-            (item.version, doc),
-        );
-    }
-    let order_value = order
-        .and_then(|o| o.row.order_value.valid())
-        .map(|m| m.amount)
-        .unwrap_or_default();
-    let contribution = rollup::order_contribution(
-        order_value,
-        shipped
-            .iter()
-            .map(|(item, s, day, warehouse, courier)| ShippedItem {
-                day: *day,
-                warehouse,
-                item_type: item.row.item_type.as_deref(),
-                courier: courier.as_deref(),
-                units: item.row.item_qty.valid().map_or(0, |q| *q as i64),
+}
+
+fn evaluate<'a>(view: View<'a>) -> Evaluation<'a> {
+    let order = view.orders().fold(None, |best, o| match best {
+        Some(b) if !is_greater(o, b, |r: &Order| &r.id) => Some(b),
+        _ => Some(o),
+    });
+    let shipments = Shipments::new(view.shipments().collect());
+    let items = view
+        .items()
+        .map(|item| {
+            let joined = Joined {
+                item,
+                order,
+                shipment: shipments.of(&item.row),
+            };
+            ((item.db.as_str(), item.row.id.as_str()), joined)
+        })
+        .collect();
+    Evaluation { order, items }
+}
+
+/// What the rollups see of an evaluation: the shipped items with a day.
+fn shipped<'a>(config: &PipelineConfig, e: &Evaluation<'a>) -> Vec<ShippedItem<'a>> {
+    e.items
+        .values()
+        .filter_map(|j| {
+            let s = j.shipment?;
+            Some(ShippedItem {
+                day: ship_day(config, &s.row)?,
+                warehouse: warehouse(config, j.item),
+                item_type: j.item.row.item_type.as_deref(),
+                courier: courier(&j.item.row, Some(&s.row)),
+                units: j.item.row.item_qty.valid().map_or(0, |q| *q as i64),
                 shipment_id: &s.row.id,
                 shipping_cost: s
                     .row
@@ -341,40 +427,55 @@ fn evaluate(config: &PipelineConfig, rows: &OrderRows) -> Evaluation {
                     .valid()
                     .map(|m| m.amount)
                     .unwrap_or_default(),
-            }),
-    );
-    Evaluation { docs, contribution }
+            })
+        })
+        .collect()
 }
 
-/// What changed between two evaluations of the same order. `removal_version`
-/// is the version of the change that removed an item, for its delete.
-fn diff(before: Evaluation, after: &Evaluation, removal_version: i64) -> JoinOutput {
+fn order_value(e: &Evaluation<'_>) -> Decimal {
+    e.order
+        .and_then(|o| o.row.order_value.valid())
+        .map(|m| m.amount)
+        .unwrap_or_default()
+}
+
+/// What changed between two evaluations of the same order: documents are
+/// built only for items whose join inputs changed (an item's version
+/// included). `removal_version` is the version of the change, for deletes.
+fn diff(
+    config: &PipelineConfig,
+    before: &Evaluation<'_>,
+    after: &Evaluation<'_>,
+    removal_version: i64,
+) -> JoinOutput {
     let mut details = Vec::new();
-    for (id, (version, doc)) in &after.docs {
-        let unchanged = before
-            .docs
-            .get(id)
-            .is_some_and(|(v, d)| v == version && d == doc);
-        if !unchanged {
+    for (key, j) in &after.items {
+        if before.items.get(key) != Some(j) {
             details.push(DetailChange::Upsert {
-                id: id.clone(),
-                version: *version,
-                doc: doc.clone(),
+                id: config.item_doc_id(key.0, key.1),
+                version: j.item.version,
+                doc: item_doc(config, j.item, j.order, j.shipment),
             });
         }
     }
-    for id in before.docs.keys() {
-        if !after.docs.contains_key(id) {
+    for key in before.items.keys() {
+        if !after.items.contains_key(key) {
             details.push(DetailChange::Delete {
-                id: id.clone(),
+                id: config.item_doc_id(key.0, key.1),
                 version: removal_version,
             });
         }
     }
-    JoinOutput {
-        details,
-        deltas: rollup::deltas(&before.contribution, &after.contribution),
-    }
+    let (old, new) = (shipped(config, before), shipped(config, after));
+    let deltas = if old == new && (new.is_empty() || order_value(before) == order_value(after)) {
+        Vec::new()
+    } else {
+        rollup::deltas(
+            &rollup::order_contribution(order_value(before), old),
+            &rollup::order_contribution(order_value(after), new),
+        )
+    };
+    JoinOutput { details, deltas }
 }
 
 fn same_content(a: &Sourced<Row>, b: &Sourced<Row>) -> bool {
@@ -387,7 +488,7 @@ fn upsert_in_order<S: StateStore + ?Sized>(
     order_id: &str,
     stored: Sourced<Row>,
 ) -> Result<JoinOutput, StoreError> {
-    let mut rows = OrderRows::load(store, order_id)?;
+    let rows = OrderRows::load(store, order_id)?;
     let (table, id) = (stored.row.table(), stored.row.id().to_owned());
     let key = row_key(order_id, table, &stored.db, &id);
     let existing = rows.find(table, &stored.db, &id);
@@ -402,13 +503,18 @@ fn upsert_in_order<S: StateStore + ?Sized>(
         store.put(&key, &encode(&stored)?)?;
         return Ok(JoinOutput::default());
     }
-    let before = evaluate(config, &rows);
     store.put(&key, &encode(&stored)?)?;
-    let version = stored.version;
-    rows.remove(table, &stored.db, &id);
-    rows.insert(stored);
-    let after = evaluate(config, &rows);
-    Ok(diff(before, &after, version))
+    let (version, db) = (stored.version, stored.db.clone());
+    let mut added = OrderRows::default();
+    added.insert(stored);
+    let empty = OrderRows::default();
+    let before = evaluate(View::current(&rows, &empty));
+    let after = evaluate(View {
+        base: &rows,
+        removal: Removal::Row(table, &db, &id),
+        added: &added,
+    });
+    Ok(diff(config, &before, &after, version))
 }
 
 fn delete_in_order<S: StateStore + ?Sized>(
@@ -420,15 +526,19 @@ fn delete_in_order<S: StateStore + ?Sized>(
     id: &str,
     version: i64,
 ) -> Result<JoinOutput, StoreError> {
-    let mut rows = OrderRows::load(store, order_id)?;
+    let rows = OrderRows::load(store, order_id)?;
     if rows.find(table, db, id).is_none() {
         return Ok(JoinOutput::default());
     }
-    let before = evaluate(config, &rows);
     store.delete(&row_key(order_id, table, db, id))?;
-    rows.remove(table, db, id);
-    let after = evaluate(config, &rows);
-    Ok(diff(before, &after, version))
+    let empty = OrderRows::default();
+    let before = evaluate(View::current(&rows, &empty));
+    let after = evaluate(View {
+        base: &rows,
+        removal: Removal::Row(table, db, id),
+        added: &empty,
+    });
+    Ok(diff(config, &before, &after, version))
 }
 
 fn upsert_orphan<S: StateStore + ?Sized>(
@@ -511,13 +621,17 @@ fn truncate<S: StateStore + ?Sized>(
             rows.insert(row);
         }
         if !doomed.is_empty() {
-            let before = evaluate(config, &rows);
             for k in &doomed {
                 store.delete(k)?;
             }
-            rows.remove_table(table, db);
-            let after = evaluate(config, &rows);
-            out.extend(diff(before, &after, version));
+            let empty = OrderRows::default();
+            let before = evaluate(View::current(&rows, &empty));
+            let after = evaluate(View {
+                base: &rows,
+                removal: Removal::Table(table, db),
+                added: &empty,
+            });
+            out.extend(diff(config, &before, &after, version));
         }
         start = end;
     }

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{Money, Parsed};
@@ -74,9 +74,35 @@ impl fmt::Display for Timestamp {
     /// RFC 3339 with microseconds, e.g. `2024-05-01T10:00:00.000000Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.to_datetime() {
-            Some(dt) => write!(f, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
+            Some(dt) => f.write_str(&dt.to_rfc3339_opts(SecondsFormat::Micros, true)),
             None => write!(f, "{}us", self.0),
         }
+    }
+}
+
+/// Serde for `Option<Timestamp>` as RFC 3339 text (documents use it; state
+/// and internal topics keep the integer).
+pub mod rfc3339_opt {
+    use chrono::DateTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&t.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|dt| Timestamp(dt.timestamp_micros()))
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
     }
 }
 

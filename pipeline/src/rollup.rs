@@ -179,7 +179,7 @@ pub struct RollupDelta {
 }
 
 /// A shipped item with a ship day, as the rollups see it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShippedItem<'a> {
     pub day: NaiveDate,
     pub warehouse: &'a str,

@@ -65,6 +65,28 @@ impl<T> Parsed<T> {
     }
 }
 
+/// Serde for `Option<Decimal>` as decimal text, in a form that binary
+/// formats (bincode) read back too.
+pub mod decimal_str_opt {
+    use std::str::FromStr;
+
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| Decimal::from_str(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// Checks the bounds every amount must respect and normalises it.
 pub fn bounded_amount(d: Decimal) -> Option<Decimal> {
     let d = d.normalize();
