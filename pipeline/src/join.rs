@@ -37,7 +37,7 @@ pub enum DetailChange {
     Upsert {
         id: String,
         version: i64,
-        doc: OrderItemDoc,
+        doc: Box<OrderItemDoc>,
     },
     Delete {
         id: String,
@@ -454,7 +454,7 @@ fn diff(
             details.push(DetailChange::Upsert {
                 id: config.item_doc_id(key.0, key.1),
                 version: j.item.version,
-                doc: item_doc(config, j.item, j.order, j.shipment),
+                doc: Box::new(item_doc(config, j.item, j.order, j.shipment)),
             });
         }
     }
@@ -565,7 +565,7 @@ fn upsert_orphan<S: StateStore + ?Sized>(
         details: vec![DetailChange::Upsert {
             id: config.item_doc_id(&item.db, &item.row.id),
             version: item.version,
-            doc: item_doc(config, &item, None, None),
+            doc: Box::new(item_doc(config, &item, None, None)),
         }],
         deltas: Vec::new(),
     })

@@ -723,7 +723,7 @@ impl Stages {
                 let change: DetailChange = codec::decode(&bytes).expect("decodes");
                 match resolve::apply(&mut self.resolve[p].0, &change).expect("resolve") {
                     Some(DetailChange::Upsert { id, doc, .. }) => {
-                        self.details.insert(id, doc);
+                        self.details.insert(id, *doc);
                     }
                     Some(DetailChange::Delete { id, .. }) => {
                         assert!(
