@@ -29,7 +29,7 @@ fn order_cols() -> Vec<ColumnDef> {
         col("order_id", "string"),
         col("order_value", "string"),
         col("order_description", "string"),
-        col("order_address", "string"),
+        col("customer_address", "string"),
         logical("created_at", "int64", "io.debezium.time.Timestamp"),
         logical("updated_at", "int64", "io.debezium.time.Timestamp"),
     ]
@@ -121,7 +121,10 @@ fn order_image(id: u64, value: u64, ts: i64) -> Image {
         ("order_id", json_str(&format!("ORD-{id:07}"))),
         ("order_value", json_str(&format!("Rs {value}"))),
         ("order_description", json_str("Smartphone 128GB, blue")),
-        ("order_address", json_str("221B MG Road, Bengaluru 560001")),
+        (
+            "customer_address",
+            json_str("221B MG Road, Bengaluru 560001"),
+        ),
         ("created_at", ts.to_string()),
         ("updated_at", ts.to_string()),
     ]

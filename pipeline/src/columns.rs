@@ -10,7 +10,8 @@ pub mod order_demo {
     /// VARCHAR such as `Rs 52755`.
     pub const ORDER_VALUE: &str = "order_value";
     pub const ORDER_DESCRIPTION: &str = "order_description";
-    pub const ORDER_ADDRESS: &str = "order_address";
+    /// Named `customer_address` in `sql/01_schema.sql`.
+    pub const ORDER_ADDRESS: &str = "customer_address";
     pub const CREATED_AT: &str = "created_at";
     pub const UPDATED_AT: &str = "updated_at";
 
