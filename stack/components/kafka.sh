@@ -35,9 +35,9 @@ kafka_ready() {
 
 kafka_status() {
   if is_running kafka && port_in_use "$KAFKA_PORT"; then
-    echo "kafka       running  pid $(cat "$(pidfile kafka)")  $KAFKA_BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT)  log $(logfile kafka)"
+    echo "kafka: running (pid $(cat "$(pidfile kafka)")) on $KAFKA_BOOTSTRAP, controller 127.0.0.1:$KAFKA_CONTROLLER_PORT, log $(logfile kafka)"
   else
-    echo "kafka       stopped"
+    echo "kafka: stopped"
     return 1
   fi
 }

@@ -33,9 +33,9 @@ mariadb_install() {
 
 mariadb_status() {
   if is_running mariadb && mariadb_ping; then
-    echo "mariadb     running  pid $(cat "$(pidfile mariadb)")  127.0.0.1:$MARIADB_PORT  log $(logfile mariadb)"
+    echo "mariadb: running (pid $(cat "$(pidfile mariadb)")) on 127.0.0.1:$MARIADB_PORT, server_id $MARIADB_SERVER_ID, log $(logfile mariadb)"
   else
-    echo "mariadb     stopped"
+    echo "mariadb: stopped"
     return 1
   fi
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The demo, from nothing: install the build prerequisites, bring up the whole
+# local stack (MariaDB with the seed rows, Kafka, Kafka Connect + Debezium,
+# the search node, Prometheus), then print the seed rows' Debezium change
+# events from the three topics.
+#
+#   scripts/demo.sh            seed rows as snapshotted (op "r")
+#   scripts/demo.sh --update   also apply sql/update.sql (quantity 1 -> 2,
+#                              "64 GB" -> "128 GB") and show the "u" events
+#
+# Environment: OUTBOUND_STACK_DIR, OUTBOUND_CACHE_DIR (see stack/lib.sh).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+update=0
+for a in "$@"; do
+  case "$a" in
+    --update) update=1 ;;
+    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+"$repo/scripts/setup-build.sh"
+"$repo/stack/stack.sh" up
+
+# shellcheck source=stack/lib.sh
+source "$repo/stack/lib.sh"
+# shellcheck source=stack/components/kafka.sh
+source "$repo/stack/components/kafka.sh"
+
+if [ $update -eq 1 ]; then
+  log "demo: applying sql/update.sql (item_qty 1 -> 2, description 64 GB -> 128 GB)"
+  mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "${OUTBOUND_MARIADB_PORT:-3306}" \
+    -u outbound_app -poutbound <"$repo/sql/update.sql"
+fi
+
+# The seed rows' keys: orders.order_demo id 1, wms.wms_demo id 1,
+# logistics.logistics_demo id 2 (sql/02_seed.sql).
+topics=(outbound.orders.order_demo outbound.wms.wms_demo outbound.logistics.logistics_demo)
+seed_ids=(1 1 2)
+for i in "${!topics[@]}"; do
+  topic="${topics[$i]}" id="${seed_ids[$i]}"
+  printf '\n=== %s: change events of the seed row id=%s ===\n' "$topic" "$id"
+  # Reads the topic from the beginning and exits 8 s after the last record.
+  kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer \
+      --bootstrap-server "$KAFKA_BOOTSTRAP" --topic "$topic" --from-beginning \
+      --timeout-ms 8000 --property isolation.level=read_committed 2>/dev/null |
+    jq -c --argjson id "$id" '
+      select(. != null and .payload != null)
+      | .payload
+      | select((.after // .before).id == $id)
+      | {op, db: .source.db, table: .source.table, snapshot: .source.snapshot, before, after}'
+done
+printf '\nThe envelope (JSON with schema and payload) is described in sql/README.md.\n'
