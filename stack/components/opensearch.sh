@@ -81,7 +81,7 @@ opensearch_start() {
 
 opensearch_version() {
   curl -fsS --max-time 5 "$OPENSEARCH_URL/" 2>/dev/null | tr -d '\n ' \
-    | sed -n 's/.*"distribution":"\([^"]*\)".*"number":"\([^"]*\)".*/\1 \2/p'
+    | sed -n 's/.*"distribution":"\([^"]*\)".*"number":"\([^"]*\)".*/\1 \2/p' || true
 }
 
 opensearch_stop() {
@@ -97,7 +97,7 @@ opensearch_status() {
   local pid; pid="$(cat "$(pidfile opensearch)")"
   local health
   health="$(curl -fsS --max-time 5 "$OPENSEARCH_URL/_cluster/health" 2>/dev/null \
-    | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p')"
+    | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' || true)"
   if [ -n "$health" ] && [ "$health" != red ]; then
     echo "opensearch: running (pid $pid) on $OPENSEARCH_URL, cluster $health, log $(logfile opensearch)"
     return 0

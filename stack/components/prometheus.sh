@@ -71,7 +71,8 @@ prometheus_status() {
   fi
   local pid; pid="$(cat "$(pidfile prometheus)")"
   if _prometheus_ready; then
-    local n; n="$(ls "$PROMETHEUS_TARGETS"/*.json 2>/dev/null | wc -l)"
+    local files=("$PROMETHEUS_TARGETS"/*.json) n=0
+    [ -e "${files[0]}" ] && n=${#files[@]}
     echo "prometheus: running (pid $pid) on $PROMETHEUS_URL, $n outbound target file(s) in $PROMETHEUS_TARGETS, log $(logfile prometheus)"
     return 0
   fi
