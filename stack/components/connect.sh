@@ -78,6 +78,7 @@ connect_start() {
   # The three classic CDC failures are cheaper to report before Debezium does.
   mariadb_check_cdc
   connect_register
+  connect_restart_failed
   connect_wait_running
   connect_wait_streaming
 }
@@ -116,7 +117,7 @@ connect_explain() {
   case "$1" in
     *"Access denied"*) echo "MariaDB refuses the CDC user (password or host): see sql/03_grants.sql" ;;
     *"same server_uuid/server_id"*|*"same server id"*|*"same server_id"*)
-      echo "duplicate server id: another replica/connector uses database.server.id; give this connector its own id" ;;
+      echo "duplicate server id: another binlog reader (replica or connector) uses this database.server.id; give each its own id" ;;
     *"binlog"*"not enabled"*|*"log_bin"*|*"binlog_format"*|*"binlog_row_image"*)
       echo "the binlog is not configured for CDC (log_bin=ON, binlog_format=ROW, binlog_row_image=FULL)" ;;
     *"privilege"*|*"REPLICATION"*|*"RELOAD"*|*"BINLOG MONITOR"*)
@@ -125,37 +126,61 @@ connect_explain() {
   esac
 }
 
-# connect_state: "RUNNING", "FAILED", or something in between; sets
-# CONNECT_TRACE when anything failed.
+# connect_state: sets CONNECT_STATE to "RUNNING", "FAILED", "UNKNOWN" or the
+# states in between, and CONNECT_TRACE to the failure traces (no subshell, so
+# call it directly).
 connect_state() {
   local st
-  st="$(curl -fsS --max-time 10 "$CONNECT_URL/connectors/$CONNECTOR_NAME/status" 2>/dev/null)" || { echo "UNKNOWN"; return; }
+  CONNECT_TRACE=""
+  if ! st="$(curl -fsS --max-time 10 "$CONNECT_URL/connectors/$CONNECTOR_NAME/status" 2>/dev/null)"; then
+    CONNECT_STATE="UNKNOWN"
+    return 0
+  fi
   CONNECT_TRACE="$(jq -r '[.connector.trace // empty, (.tasks[]?.trace // empty)] | join("\n---\n")' <<<"$st")"
-  jq -r 'if .connector.state == "FAILED" or any(.tasks[]?; .state == "FAILED") then "FAILED"
+  CONNECT_STATE="$(jq -r 'if .connector.state == "FAILED" or any(.tasks[]?; .state == "FAILED") then "FAILED"
          elif .connector.state == "RUNNING" and (.tasks | length) > 0 and all(.tasks[]; .state == "RUNNING") then "RUNNING"
-         else "\(.connector.state)/\([.tasks[]?.state] | join(","))" end' <<<"$st"
+         else "\(.connector.state)/\([.tasks[]?.state] | join(","))" end' <<<"$st")"
+}
+
+# connect_fail_with_trace WHAT: print the REST status trace (the exception
+# chain: first lines and every "Caused by") and fail with a hint.
+connect_fail_with_trace() {
+  {
+    printf '\n[stack] %s status trace (GET %s/connectors/%s/status):\n' "$CONNECTOR_NAME" "$CONNECT_URL" "$CONNECTOR_NAME"
+    grep -E '^[^[:space:]]|Caused by' <<<"$CONNECT_TRACE" | head -n 30 | sed 's/^/    /'
+  } >&2
+  fail connect "connector $CONNECTOR_NAME FAILED $1: $(connect_explain "$CONNECT_TRACE"); after fixing the cause, run stack/stack.sh up connect again (it restarts failed tasks)" "$(logfile connect)"
+}
+
+# connect_restart_failed: restart the connector's failed instances once (a
+# new `up` after the cause was fixed brings it back).
+connect_restart_failed() {
+  connect_state
+  [ "$CONNECT_STATE" = "FAILED" ] || return 0
+  log "connect: $CONNECTOR_NAME has FAILED instances; restarting them once"
+  curl -fsS --max-time 30 -o /dev/null -X POST \
+    "$CONNECT_URL/connectors/$CONNECTOR_NAME/restart?includeTasks=true&onlyFailed=true" \
+    || fail connect "POST $CONNECT_URL/connectors/$CONNECTOR_NAME/restart failed" "$(logfile connect)"
+  local deadline=$((SECONDS + 30))
+  while connect_state && [ "$CONNECT_STATE" = "FAILED" ] && [ $SECONDS -lt $deadline ]; do sleep 1; done
 }
 
 # connect_wait_running: connector and task RUNNING, and still RUNNING a moment
 # later (Debezium fails its task early on bad grants or binlog settings).
 connect_wait_running() {
   local lf; lf="$(logfile connect)"
-  local deadline=$((SECONDS + 180)) state stable=0
-  CONNECT_TRACE=""
+  local deadline=$((SECONDS + 180)) stable=0
   while :; do
-    state="$(connect_state)"
-    if [ "$state" = "FAILED" ]; then
-      printf '\n[stack] %s status trace:\n%s\n' "$CONNECTOR_NAME" "$CONNECT_TRACE" | head -n 60 >&2
-      fail connect "connector $CONNECTOR_NAME FAILED: $(connect_explain "$CONNECT_TRACE"); after fixing: curl -X POST '$CONNECT_URL/connectors/$CONNECTOR_NAME/restart?includeTasks=true'" "$lf"
-    fi
-    if [ "$state" = "RUNNING" ]; then
+    connect_state
+    [ "$CONNECT_STATE" = "FAILED" ] && connect_fail_with_trace "while starting"
+    if [ "$CONNECT_STATE" = "RUNNING" ]; then
       stable=$((stable + 1))
       [ $stable -ge 3 ] && break
     else
       stable=0
     fi
     is_running connect || fail connect "the worker exited while waiting for $CONNECTOR_NAME" "$lf"
-    [ $SECONDS -lt $deadline ] || fail connect "timed out after 180s waiting for $CONNECTOR_NAME to run (state $state)" "$lf"
+    [ $SECONDS -lt $deadline ] || fail connect "timed out after 180s waiting for $CONNECTOR_NAME to run (state $CONNECT_STATE)" "$lf"
     sleep 1
   done
   log "connect: connector $CONNECTOR_NAME and its task are RUNNING"
@@ -167,14 +192,11 @@ connect_wait_running() {
 # streaming has begun.
 connect_wait_streaming() {
   local lf; lf="$(logfile connect)"
-  local deadline=$((SECONDS + 300)) offsets state
+  local deadline=$((SECONDS + 300)) offsets
   until offsets="$(curl -fsS --max-time 10 "$CONNECT_URL/connectors/$CONNECTOR_NAME/offsets" 2>/dev/null)" &&
         jq -e '(.offsets | length) > 0 and all(.offsets[]; (.offset.snapshot // false | tostring) != "true")' <<<"$offsets" >/dev/null 2>&1; do
-    state="$(connect_state)"
-    if [ "$state" = "FAILED" ]; then
-      printf '\n[stack] %s status trace:\n%s\n' "$CONNECTOR_NAME" "$CONNECT_TRACE" | head -n 60 >&2
-      fail connect "connector $CONNECTOR_NAME FAILED during its snapshot: $(connect_explain "$CONNECT_TRACE")" "$lf"
-    fi
+    connect_state
+    [ "$CONNECT_STATE" = "FAILED" ] && connect_fail_with_trace "during its snapshot"
     [ $SECONDS -lt $deadline ] || fail connect "timed out after 300s waiting for $CONNECTOR_NAME to finish its snapshot (offsets: ${offsets:-none})" "$lf"
     sleep 1
   done
