@@ -12,9 +12,10 @@
 //!   its (orphan) document.
 //!
 //! State layout (all through [`StateStore`]):
-//! - `G` + u32 BE length + order_id + table tag + u16 BE length + db + id →
-//!   the row ([`Sourced<Row>`], [`crate::codec`]);
-//! - `O` + u16 BE length + db + id → an orphan item.
+//! - `G` + u32 BE length + order_id → all the rows of that order, in one
+//!   record ([`crate::codec`]): one read and one write per change, instead of
+//!   a prefix scan that decodes every row of the order from its own entry;
+//! - `O` + u16 BE length + db + id → an orphan item ([`Sourced<Row>`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -134,24 +135,11 @@ pub fn apply<S: StateStore + ?Sized>(
 // ---------------------------------------------------------------------------
 // Keys
 
-fn group_prefix(order_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(5 + order_id.len() + 24);
+fn group_key(order_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + order_id.len());
     k.push(b'G');
     k.extend_from_slice(&(order_id.len() as u32).to_be_bytes());
     k.extend_from_slice(order_id.as_bytes());
-    k
-}
-
-fn push_db_id(k: &mut Vec<u8>, db: &str, id: &str) {
-    k.extend_from_slice(&(db.len().min(u16::MAX as usize) as u16).to_be_bytes());
-    k.extend_from_slice(db.as_bytes());
-    k.extend_from_slice(id.as_bytes());
-}
-
-fn row_key(order_id: &str, table: SourceTable, db: &str, id: &str) -> Vec<u8> {
-    let mut k = group_prefix(order_id);
-    k.push(table.tag());
-    push_db_id(&mut k, db, id);
     k
 }
 
@@ -168,12 +156,6 @@ fn orphan_key(db: &str, id: &str) -> Vec<u8> {
     k
 }
 
-/// The order id of a group row key.
-fn order_of_key(key: &[u8]) -> Option<&[u8]> {
-    let len = u32::from_be_bytes(key.get(1..5)?.try_into().ok()?) as usize;
-    key.get(5..5 + len)
-}
-
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(v).map_err(StoreError::Encode)
 }
@@ -188,7 +170,7 @@ fn decode_row(key: &[u8], value: &[u8]) -> Result<Sourced<Row>, StoreError> {
 // ---------------------------------------------------------------------------
 // An order's rows
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 struct OrderRows {
     orders: Vec<Sourced<Order>>,
     items: Vec<Sourced<OrderItem>>,
@@ -204,7 +186,28 @@ fn sourced<T>(row: T, db: String, ts_ms: i64, version: i64) -> Sourced<T> {
     }
 }
 
+/// Where a row of some table sits in an [`OrderRows`].
+fn position<T>(rows: &[Sourced<T>], db: &str, id: &str, id_of: fn(&T) -> &str) -> Option<usize> {
+    rows.iter().position(|s| s.db == db && id_of(&s.row) == id)
+}
+
+fn order_id_of(r: &Order) -> &str {
+    &r.id
+}
+
+fn item_id_of(r: &OrderItem) -> &str {
+    &r.id
+}
+
+fn shipment_id_of(r: &Shipment) -> &str {
+    &r.id
+}
+
 impl OrderRows {
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.items.is_empty() && self.shipments.is_empty()
+    }
+
     fn insert(&mut self, s: Sourced<Row>) {
         let Sourced {
             row,
@@ -219,33 +222,99 @@ impl OrderRows {
         }
     }
 
-    fn load<S: StateStore + ?Sized>(store: &S, order_id: &str) -> Result<Self, StoreError> {
-        let mut rows = OrderRows::default();
-        for (k, v) in store.scan_prefix(&group_prefix(order_id))? {
-            rows.insert(decode_row(&k, &v)?);
+    fn load<S: StateStore + ?Sized>(store: &S, key: &[u8]) -> Result<Self, StoreError> {
+        match store.get(key)? {
+            Some(v) => decode_rows(key, &v),
+            None => Ok(OrderRows::default()),
         }
-        Ok(rows)
     }
 
-    /// The stored row with this identity, as a `Sourced<Row>`.
-    fn find(&self, table: SourceTable, db: &str, id: &str) -> Option<Sourced<Row>> {
-        fn pick<T: Clone>(
-            rows: &[Sourced<T>],
-            db: &str,
-            id: &str,
-            id_of: fn(&T) -> &str,
-            wrap: fn(T) -> Row,
-        ) -> Option<Sourced<Row>> {
-            rows.iter()
-                .find(|s| s.db == db && id_of(&s.row) == id)
-                .map(|s| sourced(wrap(s.row.clone()), s.db.clone(), s.ts_ms, s.version))
-        }
-        match table {
-            SourceTable::Orders => pick(&self.orders, db, id, |r| &r.id, Row::Order),
-            SourceTable::Items => pick(&self.items, db, id, |r| &r.id, Row::Item),
-            SourceTable::Shipments => pick(&self.shipments, db, id, |r| &r.id, Row::Shipment),
+    /// Writes the rows back, or deletes the record when none is left.
+    fn save<S: StateStore + ?Sized>(&self, store: &mut S, key: &[u8]) -> Result<(), StoreError> {
+        if self.is_empty() {
+            store.delete(key)
+        } else {
+            store.put(key, &encode(self)?)
         }
     }
+
+    fn position(&self, table: SourceTable, db: &str, id: &str) -> Option<usize> {
+        match table {
+            SourceTable::Orders => position(&self.orders, db, id, order_id_of),
+            SourceTable::Items => position(&self.items, db, id, item_id_of),
+            SourceTable::Shipments => position(&self.shipments, db, id, shipment_id_of),
+        }
+    }
+
+    /// Whether the stored row at `at` equals `s` (`content_only`: ignoring its version).
+    fn row_equals(&self, at: usize, s: &Sourced<Row>, content_only: bool) -> bool {
+        fn eq<T: PartialEq>(a: &Sourced<T>, row: &T, s: &Sourced<Row>, content_only: bool) -> bool {
+            a.row == *row
+                && a.db == s.db
+                && a.ts_ms == s.ts_ms
+                && (content_only || a.version == s.version)
+        }
+        match &s.row {
+            Row::Order(r) => eq(&self.orders[at], r, s, content_only),
+            Row::Item(r) => eq(&self.items[at], r, s, content_only),
+            Row::Shipment(r) => eq(&self.shipments[at], r, s, content_only),
+        }
+    }
+
+    /// Replaces the row at `at` (or appends it when `at` is `None`).
+    fn replace(&mut self, at: Option<usize>, s: Sourced<Row>) {
+        let Some(at) = at else {
+            return self.insert(s);
+        };
+        let Sourced {
+            row,
+            db,
+            ts_ms,
+            version,
+        } = s;
+        match row {
+            Row::Order(r) => self.orders[at] = sourced(r, db, ts_ms, version),
+            Row::Item(r) => self.items[at] = sourced(r, db, ts_ms, version),
+            Row::Shipment(r) => self.shipments[at] = sourced(r, db, ts_ms, version),
+        }
+    }
+
+    fn remove(&mut self, table: SourceTable, at: usize) {
+        match table {
+            SourceTable::Orders => drop(self.orders.swap_remove(at)),
+            SourceTable::Items => drop(self.items.swap_remove(at)),
+            SourceTable::Shipments => drop(self.shipments.swap_remove(at)),
+        }
+    }
+
+    /// Removes every row of `table` from `db`; whether there was any.
+    fn remove_table(&mut self, table: SourceTable, db: &str) -> bool {
+        fn retain<T>(rows: &mut Vec<Sourced<T>>, db: &str) -> bool {
+            let before = rows.len();
+            rows.retain(|r| r.db != db);
+            rows.len() != before
+        }
+        match table {
+            SourceTable::Orders => retain(&mut self.orders, db),
+            SourceTable::Items => retain(&mut self.items, db),
+            SourceTable::Shipments => retain(&mut self.shipments, db),
+        }
+    }
+
+    fn has_table(&self, table: SourceTable, db: &str) -> bool {
+        match table {
+            SourceTable::Orders => self.orders.iter().any(|r| r.db == db),
+            SourceTable::Items => self.items.iter().any(|r| r.db == db),
+            SourceTable::Shipments => self.shipments.iter().any(|r| r.db == db),
+        }
+    }
+}
+
+fn decode_rows(key: &[u8], value: &[u8]) -> Result<OrderRows, StoreError> {
+    codec::decode(value).map_err(|source| StoreError::Corrupt {
+        key: key.to_vec(),
+        source,
+    })
 }
 
 /// Which stored rows an evaluation leaves out.
@@ -478,43 +547,66 @@ fn diff(
     JoinOutput { details, deltas }
 }
 
-fn same_content(a: &Sourced<Row>, b: &Sourced<Row>) -> bool {
-    a.row == b.row && a.db == b.db && a.ts_ms == b.ts_ms
-}
-
 fn upsert_in_order<S: StateStore + ?Sized>(
     config: &PipelineConfig,
     store: &mut S,
     order_id: &str,
     stored: Sourced<Row>,
 ) -> Result<JoinOutput, StoreError> {
-    let rows = OrderRows::load(store, order_id)?;
-    let (table, id) = (stored.row.table(), stored.row.id().to_owned());
-    let key = row_key(order_id, table, &stored.db, &id);
-    let existing = rows.find(table, &stored.db, &id);
-    if existing
-        .as_ref()
-        .is_some_and(|e| *e == stored || (table != SourceTable::Items && same_content(e, &stored)))
-    {
+    let key = group_key(order_id);
+    let mut rows = OrderRows::load(store, &key)?;
+    let table = stored.row.table();
+    let at = rows.position(table, &stored.db, stored.row.id());
+    if at.is_some_and(|at| {
+        rows.row_equals(at, &stored, false)
+            || (table != SourceTable::Items && rows.row_equals(at, &stored, true))
+    }) {
         // A replay of an order or shipment change already applied: nothing
         // downstream changes. (A replayed item change is re-emitted with its
         // new version, since another partition may meanwhile have deleted
         // the document at a version between the two.)
-        store.put(&key, &encode(&stored)?)?;
+        rows.replace(at, stored);
+        rows.save(store, &key)?;
         return Ok(JoinOutput::default());
     }
-    store.put(&key, &encode(&stored)?)?;
-    let (version, db) = (stored.version, stored.db.clone());
+    let version = stored.version;
     let mut added = OrderRows::default();
     added.insert(stored);
-    let empty = OrderRows::default();
-    let before = evaluate(View::current(&rows, &empty));
-    let after = evaluate(View {
-        base: &rows,
-        removal: Removal::Row(table, &db, &id),
-        added: &added,
-    });
-    Ok(diff(config, &before, &after, version))
+    let out = {
+        let (db, id) = match (&added.orders[..], &added.items[..], &added.shipments[..]) {
+            ([o], _, _) => (&o.db, &o.row.id),
+            (_, [i], _) => (&i.db, &i.row.id),
+            (_, _, [s]) => (&s.db, &s.row.id),
+            _ => unreachable!("one row was added"),
+        };
+        let empty = OrderRows::default();
+        let before = evaluate(View::current(&rows, &empty));
+        let after = evaluate(View {
+            base: &rows,
+            removal: Removal::Row(table, db, id),
+            added: &added,
+        });
+        diff(config, &before, &after, version)
+    };
+    let row = match table {
+        SourceTable::Orders => added
+            .orders
+            .pop()
+            .map(|r| sourced(Row::Order(r.row), r.db, r.ts_ms, r.version)),
+        SourceTable::Items => added
+            .items
+            .pop()
+            .map(|r| sourced(Row::Item(r.row), r.db, r.ts_ms, r.version)),
+        SourceTable::Shipments => added
+            .shipments
+            .pop()
+            .map(|r| sourced(Row::Shipment(r.row), r.db, r.ts_ms, r.version)),
+    };
+    if let Some(row) = row {
+        rows.replace(at, row);
+    }
+    rows.save(store, &key)?;
+    Ok(out)
 }
 
 fn delete_in_order<S: StateStore + ?Sized>(
@@ -526,19 +618,24 @@ fn delete_in_order<S: StateStore + ?Sized>(
     id: &str,
     version: i64,
 ) -> Result<JoinOutput, StoreError> {
-    let rows = OrderRows::load(store, order_id)?;
-    if rows.find(table, db, id).is_none() {
+    let key = group_key(order_id);
+    let mut rows = OrderRows::load(store, &key)?;
+    let Some(at) = rows.position(table, db, id) else {
         return Ok(JoinOutput::default());
-    }
-    store.delete(&row_key(order_id, table, db, id))?;
-    let empty = OrderRows::default();
-    let before = evaluate(View::current(&rows, &empty));
-    let after = evaluate(View {
-        base: &rows,
-        removal: Removal::Row(table, db, id),
-        added: &empty,
-    });
-    Ok(diff(config, &before, &after, version))
+    };
+    let out = {
+        let empty = OrderRows::default();
+        let before = evaluate(View::current(&rows, &empty));
+        let after = evaluate(View {
+            base: &rows,
+            removal: Removal::Row(table, db, id),
+            added: &empty,
+        });
+        diff(config, &before, &after, version)
+    };
+    rows.remove(table, at);
+    rows.save(store, &key)?;
+    Ok(out)
 }
 
 fn upsert_orphan<S: StateStore + ?Sized>(
@@ -600,30 +697,12 @@ fn truncate<S: StateStore + ?Sized>(
     version: i64,
 ) -> Result<JoinOutput, StoreError> {
     let mut out = JoinOutput::default();
-    // Group rows are contiguous per order: walk them order by order.
-    let all = store.scan_prefix(b"G")?;
-    let mut start = 0;
-    while start < all.len() {
-        let order = order_of_key(&all[start].0).map(<[u8]>::to_vec);
-        let end = start
-            + all[start..]
-                .iter()
-                .take_while(|(k, _)| order_of_key(k).map(<[u8]>::to_vec) == order)
-                .count()
-                .max(1);
-        let mut rows = OrderRows::default();
-        let mut doomed = Vec::new();
-        for (k, v) in &all[start..end] {
-            let row = decode_row(k, v)?;
-            if row.row.table() == table && row.db == db {
-                doomed.push(k.clone());
-            }
-            rows.insert(row);
+    for (key, value) in store.scan_prefix(b"G")? {
+        let mut rows = decode_rows(&key, &value)?;
+        if !rows.has_table(table, db) {
+            continue;
         }
-        if !doomed.is_empty() {
-            for k in &doomed {
-                store.delete(k)?;
-            }
+        {
             let empty = OrderRows::default();
             let before = evaluate(View::current(&rows, &empty));
             let after = evaluate(View {
@@ -633,7 +712,8 @@ fn truncate<S: StateStore + ?Sized>(
             });
             out.extend(diff(config, &before, &after, version));
         }
-        start = end;
+        rows.remove_table(table, db);
+        rows.save(store, &key)?;
     }
     if table == SourceTable::Items {
         for (k, v) in store.scan_prefix(&orphan_prefix(db))? {
@@ -649,4 +729,15 @@ fn truncate<S: StateStore + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// The number of rows a join state holds: every row of every order, and the
+/// orphan items. For tests and diagnostics (it reads the whole state).
+pub fn stored_rows<S: StateStore + ?Sized>(store: &S) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for (key, value) in store.scan_prefix(b"G")? {
+        let rows = decode_rows(&key, &value)?;
+        n += rows.orders.len() + rows.items.len() + rows.shipments.len();
+    }
+    Ok(n + store.scan_prefix(b"O")?.len())
 }

@@ -836,7 +836,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     let stored: usize = stages
         .join
         .iter()
-        .map(|(s, _)| s.scan_prefix(b"").map(|v| v.len()).unwrap_or(0))
+        .map(|(s, _)| join::stored_rows(s).expect("join state reads"))
         .sum();
     prop_assert_eq!(stored, joinable, "rows in join state");
     Ok(())
