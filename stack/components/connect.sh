@@ -94,7 +94,9 @@ connect_register() {
   jq -e 'type == "object"' "$CONNECTOR_JSON" >/dev/null 2>&1 \
     || fail connect "$CONNECTOR_JSON is not a JSON object of connector settings" ""
   local want have
-  want="$(jq -S --arg n "$CONNECTOR_NAME" '. + {name: $n}' "$CONNECTOR_JSON")"
+  # The ports follow the stack's settings (OUTBOUND_MARIADB_PORT, OUTBOUND_KAFKA_PORT).
+  want="$(jq -S --arg n "$CONNECTOR_NAME" --arg port "$MARIADB_PORT" --arg kafka "$KAFKA_BOOTSTRAP" \
+    '. + {name: $n, "database.port": $port, "schema.history.internal.kafka.bootstrap.servers": $kafka}' "$CONNECTOR_JSON")"
   have="$(curl -fsS --max-time 10 "$CONNECT_URL/connectors/$CONNECTOR_NAME/config" 2>/dev/null | jq -S . 2>/dev/null || true)"
   if [ "$want" = "$have" ]; then
     log "connect: connector $CONNECTOR_NAME already registered with this config"
