@@ -41,7 +41,10 @@ impl RollupChange {
 
 /// The counters' state key of a rollup key.
 pub fn state_key(key: &RollupKey) -> Vec<u8> {
-    let id = key.doc_id();
+    state_key_of(key, &key.doc_id())
+}
+
+fn state_key_of(key: &RollupKey, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + id.len());
     k.push(b'M');
     k.push(key.name().tag());
@@ -54,7 +57,8 @@ pub fn apply<S: StateStore + ?Sized>(
     store: &mut S,
     delta: &RollupDelta,
 ) -> Result<RollupChange, StoreError> {
-    let key = state_key(&delta.key);
+    let id = delta.key.doc_id();
+    let key = state_key_of(&delta.key, &id);
     let mut measures: Measures = match store.get(&key)? {
         Some(v) => codec::decode(&v).map_err(|source| StoreError::Corrupt {
             key: key.clone(),
@@ -64,7 +68,6 @@ pub fn apply<S: StateStore + ?Sized>(
     };
     measures.add(&delta.measures);
     let rollup = delta.key.name();
-    let id = delta.key.doc_id();
     if measures.is_zero() {
         store.delete(&key)?;
         Ok(RollupChange::Delete { rollup, id })

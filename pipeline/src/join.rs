@@ -378,6 +378,24 @@ struct Joined<'a> {
     shipment: Option<&'a Sourced<Shipment>>,
 }
 
+fn same_ref<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Joined<'_> {
+    /// `==`, comparing addresses first: both evaluations of a change share
+    /// the rows it leaves alone.
+    fn same_as(&self, other: &Joined<'_>) -> bool {
+        same_ref(Some(self.item), Some(other.item))
+            && same_ref(self.order, other.order)
+            && same_ref(self.shipment, other.shipment)
+    }
+}
+
 /// An order's items, joined, keyed by (db, id); and the winning order row.
 struct Evaluation<'a> {
     order: Option<&'a Sourced<Order>>,
@@ -519,7 +537,7 @@ fn diff(
 ) -> JoinOutput {
     let mut details = Vec::new();
     for (key, j) in &after.items {
-        if before.items.get(key) != Some(j) {
+        if !before.items.get(key).is_some_and(|b| b.same_as(j)) {
             details.push(DetailChange::Upsert {
                 id: config.item_doc_id(key.0, key.1),
                 version: j.item.version,
@@ -539,10 +557,7 @@ fn diff(
     let deltas = if old == new && (new.is_empty() || order_value(before) == order_value(after)) {
         Vec::new()
     } else {
-        rollup::deltas(
-            &rollup::order_contribution(order_value(before), old),
-            &rollup::order_contribution(order_value(after), new),
-        )
+        rollup::contribution_deltas(order_value(before), &old, order_value(after), &new)
     };
     JoinOutput { details, deltas }
 }

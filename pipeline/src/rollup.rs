@@ -82,7 +82,8 @@ impl RollupKey {
     /// values `%` and `|` are percent-encoded and null is `%00`, so distinct
     /// keys never share an id.
     pub fn doc_id(&self) -> String {
-        let mut id = self.day().format("%Y-%m-%d").to_string();
+        let mut id = String::with_capacity(32);
+        push_day(&mut id, self.day());
         let mut push = |part: Option<&str>| {
             id.push('|');
             match part {
@@ -118,6 +119,30 @@ impl RollupKey {
         let mut s = String::from(self.name().as_str());
         let _ = write!(s, "/{}", self.doc_id());
         s
+    }
+}
+
+/// Appends `day` as `%Y-%m-%d` (without going through chrono's formatter
+/// for the usual four-digit years).
+pub(crate) fn push_day(out: &mut String, day: NaiveDate) {
+    use chrono::Datelike;
+    let (y, m, d) = (day.year(), day.month(), day.day());
+    if (0..=9999).contains(&y) {
+        let digits = [
+            b'0' + (y / 1000) as u8,
+            b'0' + (y / 100 % 10) as u8,
+            b'0' + (y / 10 % 10) as u8,
+            b'0' + (y % 10) as u8,
+            b'-',
+            b'0' + (m / 10) as u8,
+            b'0' + (m % 10) as u8,
+            b'-',
+            b'0' + (d / 10) as u8,
+            b'0' + (d % 10) as u8,
+        ];
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+    } else {
+        let _ = write!(out, "{}", day.format("%Y-%m-%d"));
     }
 }
 
@@ -274,6 +299,168 @@ pub fn deltas(
     out
 }
 
+/// A rollup key borrowing its dimensions; orders as [`RollupKey`] does.
+#[allow(clippy::enum_variant_names)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyRef<'a> {
+    UnitsDaily {
+        day: NaiveDate,
+        warehouse: &'a str,
+        item_type: Option<&'a str>,
+    },
+    CourierDaily {
+        day: NaiveDate,
+        courier: Option<&'a str>,
+    },
+    WarehouseDaily {
+        day: NaiveDate,
+        warehouse: &'a str,
+    },
+}
+
+impl KeyRef<'_> {
+    fn to_owned_key(self) -> RollupKey {
+        match self {
+            KeyRef::UnitsDaily {
+                day,
+                warehouse,
+                item_type,
+            } => RollupKey::UnitsDaily {
+                day,
+                warehouse: warehouse.to_owned(),
+                item_type: item_type.map(str::to_owned),
+            },
+            KeyRef::CourierDaily { day, courier } => RollupKey::CourierDaily {
+                day,
+                courier: courier.map(str::to_owned),
+            },
+            KeyRef::WarehouseDaily { day, warehouse } => RollupKey::WarehouseDaily {
+                day,
+                warehouse: warehouse.to_owned(),
+            },
+        }
+    }
+}
+
+/// [`order_contribution`] with borrowed keys, in key order.
+fn contribution_ref<'a>(
+    order_value: Decimal,
+    items: &[ShippedItem<'a>],
+) -> Vec<(KeyRef<'a>, Measures)> {
+    // One entry per (key, item), in item order; a stable sort by key and
+    // shipment keeps each shipment's first item first, as the map form does.
+    let mut parts: Vec<(KeyRef<'a>, &'a str, usize)> = Vec::with_capacity(items.len() * 3);
+    for (i, it) in items.iter().enumerate() {
+        parts.push((
+            KeyRef::UnitsDaily {
+                day: it.day,
+                warehouse: it.warehouse,
+                item_type: it.item_type,
+            },
+            it.shipment_id,
+            i,
+        ));
+        parts.push((
+            KeyRef::CourierDaily {
+                day: it.day,
+                courier: it.courier,
+            },
+            it.shipment_id,
+            i,
+        ));
+        parts.push((
+            KeyRef::WarehouseDaily {
+                day: it.day,
+                warehouse: it.warehouse,
+            },
+            it.shipment_id,
+            i,
+        ));
+    }
+    parts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out: Vec<(KeyRef<'a>, Measures)> = Vec::new();
+    let mut last: Option<(KeyRef<'a>, &'a str)> = None;
+    for (key, shipment, i) in parts {
+        let it = &items[i];
+        if out.last().is_none_or(|(k, _)| *k != key) {
+            out.push((key, Measures::default()));
+        }
+        let new_shipment = last != Some((key, shipment));
+        last = Some((key, shipment));
+        let m = &mut out.last_mut().expect("pushed").1;
+        m.items += 1;
+        match key {
+            KeyRef::UnitsDaily { .. } => m.units += it.units,
+            KeyRef::CourierDaily { .. } => {
+                m.orders = 1;
+                if new_shipment {
+                    m.shipments += 1;
+                    m.shipping_cost += it.shipping_cost;
+                }
+            }
+            KeyRef::WarehouseDaily { .. } => {
+                m.units += it.units;
+                m.order_value = order_value;
+                if new_shipment {
+                    m.shipping_cost += it.shipping_cost;
+                }
+            }
+        }
+    }
+    for (_, m) in &mut out {
+        m.shipping_cost = m.shipping_cost.normalize();
+        m.order_value = m.order_value.normalize();
+    }
+    out
+}
+
+/// `deltas(&order_contribution(before…), &order_contribution(after…))`,
+/// without building owned keys for the keys that do not change.
+pub fn contribution_deltas(
+    value_before: Decimal,
+    before: &[ShippedItem<'_>],
+    value_after: Decimal,
+    after: &[ShippedItem<'_>],
+) -> Vec<RollupDelta> {
+    let old = contribution_ref(value_before, before);
+    let new = contribution_ref(value_after, after);
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) => a.0.cmp(&b.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (key, m) = match order {
+            std::cmp::Ordering::Less => {
+                let mut m = Measures::default();
+                m.sub(&old[i].1);
+                i += 1;
+                (old[i - 1].0, m)
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                (new[j - 1].0, new[j - 1].1.clone())
+            }
+            std::cmp::Ordering::Equal => {
+                let mut m = new[j].1.clone();
+                m.sub(&old[i].1);
+                i += 1;
+                j += 1;
+                (new[j - 1].0, m)
+            }
+        };
+        if !m.is_zero() {
+            out.push(RollupDelta {
+                key: key.to_owned_key(),
+                measures: m,
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +488,18 @@ mod tests {
             courier: Some("a|b%".into()),
         };
         assert_eq!(odd.doc_id(), "2024-05-01|a%7Cb%25");
+        for (y, m, d) in [
+            (1, 1, 1),
+            (999, 12, 31),
+            (9999, 2, 3),
+            (10000, 1, 1),
+            (-5, 6, 7),
+        ] {
+            let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let mut s = String::new();
+            push_day(&mut s, day);
+            assert_eq!(s, day.format("%Y-%m-%d").to_string());
+        }
     }
 
     #[test]
@@ -345,6 +544,45 @@ mod tests {
             warehouse: "w2".into(),
         }];
         assert_eq!((w2.units, w2.shipping_cost), (2, Decimal::new(200, 0)));
+    }
+
+    #[test]
+    fn contribution_deltas_equal_the_map_form() {
+        let d2 = NaiveDate::from_ymd_opt(2024, 5, 2).unwrap();
+        let item = |day, wh, kind, courier, ship, units, cost| ShippedItem {
+            day,
+            warehouse: wh,
+            item_type: kind,
+            courier,
+            units,
+            shipment_id: ship,
+            shipping_cost: Decimal::new(cost, 1),
+        };
+        let sets = [
+            vec![],
+            vec![
+                item(day(), "w1", Some("phone"), Some("dhl"), "s1", 2, 100),
+                item(day(), "w1", Some("phone"), Some("dhl"), "s1", 3, 100),
+                item(day(), "w2", None, Some("dhl"), "s1", 1, 100),
+                item(d2, "w2", Some("case"), None, "s2", 1, 55),
+            ],
+            vec![
+                item(day(), "w1", Some("phone"), Some("dhl"), "s1", 2, 100),
+                item(day(), "w1", Some("phone"), Some("fedex"), "s3", 0, 70),
+                item(day(), "w1", Some("phone"), Some("dhl"), "s2", 3, 0),
+            ],
+            vec![item(d2, "w2", Some("case"), None, "s2", 1, 55)],
+        ];
+        for (vb, a) in [(0, 1), (5, 7)].into_iter().zip(0..sets.len()) {
+            for b in 0..sets.len() {
+                let (x, y) = (Decimal::new(vb.0, 0), Decimal::new(vb.1, 0));
+                let want = deltas(
+                    &order_contribution(x, sets[a].clone()),
+                    &order_contribution(y, sets[b].clone()),
+                );
+                assert_eq!(contribution_deltas(x, &sets[a], y, &sets[b]), want);
+            }
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use outbound_pipeline::model::{
 use outbound_pipeline::rekey::{rekey, KeyedChange, Route};
 use outbound_pipeline::rollup::{Measures, RollupDelta, RollupKey, RollupName};
 use outbound_pipeline::values::{parse_money, parse_qty, Parsed};
-use outbound_pipeline::{resolve, Decoder, MemStore, PipelineConfig, StateStore};
+use outbound_pipeline::{resolve, Decoder, MemStore, PipelineConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rust_decimal::Decimal;
