@@ -35,21 +35,21 @@ if [ $update -eq 1 ]; then
     -u outbound_app -poutbound <"$repo/sql/update.sql"
 fi
 
-# The seed rows' keys: orders.order_demo id 1, wms.wms_demo id 1,
-# logistics.logistics_demo id 2 (sql/02_seed.sql).
-topics=(outbound.orders.order_demo outbound.wms.wms_demo outbound.logistics.logistics_demo)
-seed_ids=(1 1 2)
-for i in "${!topics[@]}"; do
-  topic="${topics[$i]}" id="${seed_ids[$i]}"
-  printf '\n=== %s: change events of the seed row id=%s ===\n' "$topic" "$id"
-  # Reads the topic from the beginning and exits 8 s after the last record.
-  kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer \
-      --bootstrap-server "$KAFKA_BOOTSTRAP" --topic "$topic" --from-beginning \
-      --timeout-ms 8000 --property isolation.level=read_committed 2>/dev/null |
-    jq -c --argjson id "$id" '
+# The seed rows' keys (sql/02_seed.sql): orders.order_demo id 1, wms.wms_demo
+# id 1, logistics.logistics_demo id 2. One consumer reads the three topics
+# from the beginning (read_committed) and exits 10 s after the last record.
+log "demo: reading the three Debezium topics from the beginning"
+events="$(kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer \
+    --bootstrap-server "$KAFKA_BOOTSTRAP" \
+    --include 'outbound\.(orders\.order_demo|wms\.wms_demo|logistics\.logistics_demo)' \
+    --from-beginning --timeout-ms 10000 --property isolation.level=read_committed 2>/dev/null || true)"
+for seed in orders.order_demo:1 wms.wms_demo:1 logistics.logistics_demo:2; do
+  table="${seed%:*}" id="${seed#*:}"
+  printf '\n=== outbound.%s: change events of the seed row id=%s ===\n' "$table" "$id"
+  jq -c --arg t "$table" --argjson id "$id" '
       select(. != null and .payload != null)
       | .payload
-      | select((.after // .before).id == $id)
-      | {op, db: .source.db, table: .source.table, snapshot: .source.snapshot, before, after}'
+      | select("\(.source.db).\(.source.table)" == $t and (.after // .before).id == $id)
+      | {op, db: .source.db, table: .source.table, snapshot: .source.snapshot, before, after}' <<<"$events"
 done
 printf '\nThe envelope (JSON with schema and payload) is described in sql/README.md.\n'
