@@ -44,10 +44,25 @@ fail() {
 pidfile() { printf '%s/%s.pid' "$STACK_RUN" "$1"; }
 logfile() { printf '%s/%s.log' "$STACK_LOGS" "$1"; }
 
-# is_running NAME: the process in NAME's PID file is alive.
+# proc_start_time PID: the process's start time in clock ticks since boot
+# (field 22 of /proc/PID/stat), which tells a live process from a reused PID.
+proc_start_time() {
+  local stat fields
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  read -ra fields <<<"${stat##*) }"
+  echo "${fields[19]}"
+}
+
+# is_running NAME: the process in NAME's PID file is alive (and is the one we
+# started: same start time as recorded, so a reused PID does not count).
 is_running() {
-  local f; f="$(pidfile "$1")"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  local f pid; f="$(pidfile "$1")"
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [ -f "$f.start" ]; then
+    [ "$(proc_start_time "$pid")" = "$(cat "$f.start")" ] || return 1
+  fi
 }
 
 # port_in_use PORT: something listens on 127.0.0.1:PORT.
@@ -70,6 +85,7 @@ start_process() {
   printf '\n===== %s start %s =====\n' "$name" "$(date -Is)" >>"$lf"
   setsid "$@" >>"$lf" 2>&1 < /dev/null &
   echo $! >"$(pidfile "$name")"
+  proc_start_time $! >"$(pidfile "$name").start" || true
 }
 
 # stop_process NAME [GRACE_SECONDS]: TERM the process group in NAME's PID file,
@@ -79,7 +95,7 @@ stop_process() {
   f="$(pidfile "$name")"
   [ -f "$f" ] || return 0
   pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if is_running "$name"; then
     log "stopping $name (pid $pid)"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
     local deadline=$((SECONDS + grace))
@@ -89,7 +105,7 @@ stop_process() {
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
     fi
   fi
-  rm -f "$f"
+  rm -f "$f" "$f.start"
 }
 
 # wait_until COMPONENT DESCRIPTION TIMEOUT_SECONDS CMD...: poll CMD until it
