@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The first byte of every encoded record.
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: decimals as mantissa and scale; join state as one record per order.
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

@@ -18,6 +18,7 @@
 //! - `O` + u16 BE length + db + id → an orphan item ([`Sourced<Row>`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -170,11 +171,16 @@ fn decode_row(key: &[u8], value: &[u8]) -> Result<Sourced<Row>, StoreError> {
 // ---------------------------------------------------------------------------
 // An order's rows
 
-#[derive(Default, Debug, Serialize, Deserialize)]
+/// The rows of one order, as evaluated; with, for rows read from the store
+/// and not changed since, where their encoding sits in `buf`, so that writing
+/// the order back copies them instead of encoding them again.
+#[derive(Default, Debug)]
 struct OrderRows {
     orders: Vec<Sourced<Order>>,
     items: Vec<Sourced<OrderItem>>,
     shipments: Vec<Sourced<Shipment>>,
+    raw: [Vec<Option<Range<usize>>>; 3],
+    buf: Vec<u8>,
 }
 
 fn sourced<T>(row: T, db: String, ts_ms: i64, version: i64) -> Sourced<T> {
@@ -203,6 +209,29 @@ fn shipment_id_of(r: &Shipment) -> &str {
     &r.id
 }
 
+fn slot(table: SourceTable) -> usize {
+    match table {
+        SourceTable::Orders => 0,
+        SourceTable::Items => 1,
+        SourceTable::Shipments => 2,
+    }
+}
+
+/// The order record: [`codec::FORMAT_VERSION`], then per row its table tag,
+/// its length (u32 LE) and its own [`codec`] encoding (`Sourced<T>`).
+fn push_entry(out: &mut Vec<u8>, table: SourceTable, body: &[u8]) {
+    out.push(table.tag());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+fn corrupt(key: &[u8], source: codec::CodecError) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_vec(),
+        source,
+    }
+}
+
 impl OrderRows {
     fn is_empty(&self) -> bool {
         self.orders.is_empty() && self.items.is_empty() && self.shipments.is_empty()
@@ -215,18 +244,62 @@ impl OrderRows {
             ts_ms,
             version,
         } = s;
+        let table = row.table();
         match row {
             Row::Order(r) => self.orders.push(sourced(r, db, ts_ms, version)),
             Row::Item(r) => self.items.push(sourced(r, db, ts_ms, version)),
             Row::Shipment(r) => self.shipments.push(sourced(r, db, ts_ms, version)),
         }
+        self.raw[slot(table)].push(None);
     }
 
     fn load<S: StateStore + ?Sized>(store: &S, key: &[u8]) -> Result<Self, StoreError> {
         match store.get(key)? {
-            Some(v) => decode_rows(key, &v),
+            Some(v) => decode_rows(key, v),
             None => Ok(OrderRows::default()),
         }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        fn rows<T: Serialize>(
+            out: &mut Vec<u8>,
+            buf: &[u8],
+            table: SourceTable,
+            rows: &[Sourced<T>],
+            raw: &[Option<Range<usize>>],
+        ) -> Result<(), StoreError> {
+            for (row, raw) in rows.iter().zip(raw) {
+                match raw {
+                    Some(r) => push_entry(out, table, &buf[r.clone()]),
+                    None => push_entry(out, table, &encode(row)?),
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::with_capacity(self.buf.len() + 256);
+        out.push(codec::FORMAT_VERSION);
+        rows(
+            &mut out,
+            &self.buf,
+            SourceTable::Orders,
+            &self.orders,
+            &self.raw[0],
+        )?;
+        rows(
+            &mut out,
+            &self.buf,
+            SourceTable::Items,
+            &self.items,
+            &self.raw[1],
+        )?;
+        rows(
+            &mut out,
+            &self.buf,
+            SourceTable::Shipments,
+            &self.shipments,
+            &self.raw[2],
+        )?;
+        Ok(out)
     }
 
     /// Writes the rows back, or deletes the record when none is left.
@@ -234,7 +307,7 @@ impl OrderRows {
         if self.is_empty() {
             store.delete(key)
         } else {
-            store.put(key, &encode(self)?)
+            store.put(key, &self.encode()?)
         }
     }
 
@@ -272,11 +345,13 @@ impl OrderRows {
             ts_ms,
             version,
         } = s;
+        let table = row.table();
         match row {
             Row::Order(r) => self.orders[at] = sourced(r, db, ts_ms, version),
             Row::Item(r) => self.items[at] = sourced(r, db, ts_ms, version),
             Row::Shipment(r) => self.shipments[at] = sourced(r, db, ts_ms, version),
         }
+        self.raw[slot(table)][at] = None;
     }
 
     fn remove(&mut self, table: SourceTable, at: usize) {
@@ -285,19 +360,33 @@ impl OrderRows {
             SourceTable::Items => drop(self.items.swap_remove(at)),
             SourceTable::Shipments => drop(self.shipments.swap_remove(at)),
         }
+        self.raw[slot(table)].swap_remove(at);
     }
 
     /// Removes every row of `table` from `db`; whether there was any.
     fn remove_table(&mut self, table: SourceTable, db: &str) -> bool {
-        fn retain<T>(rows: &mut Vec<Sourced<T>>, db: &str) -> bool {
+        fn retain<T>(
+            rows: &mut Vec<Sourced<T>>,
+            raw: &mut Vec<Option<Range<usize>>>,
+            db: &str,
+        ) -> bool {
             let before = rows.len();
-            rows.retain(|r| r.db != db);
+            let mut i = 0;
+            while i < rows.len() {
+                if rows[i].db == db {
+                    rows.swap_remove(i);
+                    raw.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
             rows.len() != before
         }
+        let raw = &mut self.raw[slot(table)];
         match table {
-            SourceTable::Orders => retain(&mut self.orders, db),
-            SourceTable::Items => retain(&mut self.items, db),
-            SourceTable::Shipments => retain(&mut self.shipments, db),
+            SourceTable::Orders => retain(&mut self.orders, raw, db),
+            SourceTable::Items => retain(&mut self.items, raw, db),
+            SourceTable::Shipments => retain(&mut self.shipments, raw, db),
         }
     }
 
@@ -308,13 +397,59 @@ impl OrderRows {
             SourceTable::Shipments => self.shipments.iter().any(|r| r.db == db),
         }
     }
+
+    fn len(&self) -> usize {
+        self.orders.len() + self.items.len() + self.shipments.len()
+    }
 }
 
-fn decode_rows(key: &[u8], value: &[u8]) -> Result<OrderRows, StoreError> {
-    codec::decode(value).map_err(|source| StoreError::Corrupt {
-        key: key.to_vec(),
-        source,
-    })
+fn decode_rows(key: &[u8], value: Vec<u8>) -> Result<OrderRows, StoreError> {
+    let (&version, mut rest) = value
+        .split_first()
+        .ok_or_else(|| corrupt(key, codec::CodecError::Empty))?;
+    if version != codec::FORMAT_VERSION {
+        return Err(corrupt(key, codec::CodecError::Version(version)));
+    }
+    let mut rows = OrderRows::default();
+    let mut at = 1;
+    while let Some((&tag, tail)) = rest.split_first() {
+        let truncated = || {
+            corrupt(
+                key,
+                codec::CodecError::Decode("truncated order record".into()),
+            )
+        };
+        let len = u32::from_le_bytes(
+            tail.get(..4)
+                .ok_or_else(truncated)?
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        let body = tail.get(4..4 + len).ok_or_else(truncated)?;
+        let range = at + 5..at + 5 + len;
+        let table = SourceTable::from_tag(tag).ok_or_else(|| {
+            corrupt(
+                key,
+                codec::CodecError::Decode(format!("unknown table tag {tag}")),
+            )
+        })?;
+        match table {
+            SourceTable::Orders => rows
+                .orders
+                .push(codec::decode(body).map_err(|e| corrupt(key, e))?),
+            SourceTable::Items => rows
+                .items
+                .push(codec::decode(body).map_err(|e| corrupt(key, e))?),
+            SourceTable::Shipments => rows
+                .shipments
+                .push(codec::decode(body).map_err(|e| corrupt(key, e))?),
+        }
+        rows.raw[slot(table)].push(Some(range));
+        at += 5 + len;
+        rest = &tail[4 + len..];
+    }
+    rows.buf = value;
+    Ok(rows)
 }
 
 /// Which stored rows an evaluation leaves out.
@@ -713,7 +848,7 @@ fn truncate<S: StateStore + ?Sized>(
 ) -> Result<JoinOutput, StoreError> {
     let mut out = JoinOutput::default();
     for (key, value) in store.scan_prefix(b"G")? {
-        let mut rows = decode_rows(&key, &value)?;
+        let mut rows = decode_rows(&key, value)?;
         if !rows.has_table(table, db) {
             continue;
         }
@@ -751,8 +886,7 @@ fn truncate<S: StateStore + ?Sized>(
 pub fn stored_rows<S: StateStore + ?Sized>(store: &S) -> Result<usize, StoreError> {
     let mut n = 0;
     for (key, value) in store.scan_prefix(b"G")? {
-        let rows = decode_rows(&key, &value)?;
-        n += rows.orders.len() + rows.items.len() + rows.shipments.len();
+        n += decode_rows(&key, value)?.len();
     }
     Ok(n + store.scan_prefix(b"O")?.len())
 }

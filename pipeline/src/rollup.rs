@@ -160,9 +160,9 @@ pub struct Measures {
     pub units: i64,
     pub orders: i64,
     pub shipments: i64,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::values::decimal_compact")]
     pub shipping_cost: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::values::decimal_compact")]
     pub order_value: Decimal,
 }
 

@@ -25,7 +25,7 @@ pub const MAX_QTY: u64 = 1_000_000_000;
 /// An amount of money with the currency it was written in, if any.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "decimal_compact")]
     pub amount: Decimal,
     /// ISO 4217 code when the source named one (`Rs` and `₹` read as `INR`).
     pub currency: Option<String>,
@@ -84,6 +84,32 @@ pub mod decimal_str_opt {
         Option::<String>::deserialize(d)?
             .map(|text| Decimal::from_str(&text).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+/// Serde for `Decimal`: decimal text for human-readable formats (JSON), and
+/// for binary formats (the [`crate::codec`] of state and internal topics)
+/// the mantissa and scale as integers, which bincode writes and reads back
+/// without formatting or parsing text.
+pub mod decimal_compact {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            rust_decimal::serde::str::serialize(d, s)
+        } else {
+            (d.mantissa(), d.scale()).serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        if d.is_human_readable() {
+            rust_decimal::serde::str::deserialize(d)
+        } else {
+            let (mantissa, scale) = <(i128, u32)>::deserialize(d)?;
+            Decimal::try_from_i128_with_scale(mantissa, scale).map_err(serde::de::Error::custom)
+        }
     }
 }
 
@@ -322,6 +348,27 @@ mod tests {
         assert_eq!(p.valid(), None);
         let p = Parsed::from_text("Rs 1", parse_money);
         assert_eq!(p.valid().map(|m| m.amount), Some(Decimal::ONE));
+    }
+
+    #[test]
+    fn decimals_round_trip_in_both_forms() {
+        for d in [
+            Decimal::ZERO,
+            Decimal::new(-12345, 2),
+            Decimal::new(1, 28),
+            Decimal::MAX,
+            Decimal::MIN,
+        ] {
+            let m = Money {
+                amount: d,
+                currency: None,
+            };
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("{{\"amount\":\"{d}\",\"currency\":null}}"));
+            assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
+            let bin = crate::codec::encode(&m).unwrap();
+            assert_eq!(crate::codec::decode::<Money>(&bin).unwrap(), m);
+        }
     }
 
     #[test]
