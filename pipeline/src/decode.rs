@@ -22,7 +22,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -119,12 +119,13 @@ impl Decoder {
         if value.trim_ascii_start().first() != Some(&b'{') {
             return Err(DecodeError::Json("expected a JSON object".into()));
         }
+        let names = columns_of(table);
         if let Some((schema, payload)) = self.fast_split(topic, value) {
-            if let Ok(env) = serde_json::from_slice::<Envelope>(payload) {
+            if let Ok(env) = parse_envelope(payload, names) {
                 return build_event(config, topic, table, env, Some(&schema));
             }
         }
-        let top: Top = serde_json::from_slice(value).map_err(json_err)?;
+        let top = parse_envelope(value, names).map_err(json_err)?;
         let (env, schema) = match top.payload {
             Some(payload) => {
                 let schema = match top.schema {
@@ -134,21 +135,12 @@ impl Decoder {
                 match payload.get() {
                     "null" => return Ok(None),
                     text => (
-                        serde_json::from_str::<Envelope>(text).map_err(json_err)?,
+                        parse_envelope(text.as_bytes(), names).map_err(json_err)?,
                         schema,
                     ),
                 }
             }
-            None => (
-                Envelope {
-                    before: top.before,
-                    after: top.after,
-                    source: top.source,
-                    op: top.op,
-                    ts_ms: top.ts_ms,
-                },
-                None,
-            ),
+            None => (top, None),
         };
         build_event(config, topic, table, env, schema.as_deref())
     }
@@ -189,64 +181,253 @@ impl Decoder {
     }
 }
 
-/// The top level of a record: either the wrapper or the envelope itself.
-#[derive(Deserialize)]
-struct Top<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    schema: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    payload: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    before: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    after: Option<&'a RawValue>,
-    #[serde(default)]
-    source: Option<SourceBlock>,
-    #[serde(borrow, default)]
-    op: Option<Cow<'a, str>>,
-    #[serde(default)]
-    ts_ms: Option<i64>,
+/// A row image as the envelope's single pass reads it: the raw values of the
+/// table's known columns, borrowed from the record.
+enum Image<'a> {
+    /// Absent or `null`.
+    Absent,
+    Slots(Slots<'a>),
+    /// Something other than an object or `null`.
+    NotAnObject,
 }
 
-/// A key that is present, even with a `null` value (which a plain `Option` reads as absent).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&'de RawValue>::deserialize(d).map(Some)
+struct ImageSeed(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for ImageSeed {
+    type Value = Image<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
 }
 
-#[derive(Deserialize)]
+impl<'de> Visitor<'de> for ImageSeed {
+    type Value = Image<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row image object or null")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        ImageVisitor(self.0).visit_map(map).map(Image::Slots)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Image::Absent)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Image::Absent)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Image::NotAnObject)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Image::NotAnObject)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Image::NotAnObject)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Image::NotAnObject)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Image::NotAnObject)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Image::NotAnObject)
+    }
+}
+
+/// A string borrowed from the record unless it has escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+fn opt_str<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(map.next_value::<Option<CowStr<'de>>>()?.map(|s| s.0))
+}
+
+/// Marks `field` as seen; a second occurrence is an error, as serde's derive has it.
+fn once<E: serde::de::Error>(seen: &mut u16, bit: u16, field: &'static str) -> Result<(), E> {
+    if *seen & bit != 0 {
+        return Err(E::duplicate_field(field));
+    }
+    *seen |= bit;
+    Ok(())
+}
+
+/// The top level of a record (the wrapper's `schema` and `payload`, or the
+/// envelope itself), or a wrapper's payload: one pass, row images included.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
-    before: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    after: Option<&'a RawValue>,
-    #[serde(default)]
-    source: Option<SourceBlock>,
-    #[serde(borrow, default)]
+    /// Present even with a `null` value.
+    schema: Option<&'a RawValue>,
+    /// Present even with a `null` value.
+    payload: Option<&'a RawValue>,
+    before: Option<Image<'a>>,
+    after: Option<Image<'a>>,
+    source: Option<SourceBlock<'a>>,
     op: Option<Cow<'a, str>>,
-    #[serde(default)]
     ts_ms: Option<i64>,
 }
 
-#[derive(Deserialize, Default)]
-struct SourceBlock {
-    #[serde(default)]
-    connector: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    db: Option<String>,
-    #[serde(default)]
-    table: Option<String>,
-    #[serde(default)]
+struct EnvelopeSeed(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed {
+    type Value = Envelope<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvelopeSeed {
+    type Value = Envelope<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Debezium change event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut env = Envelope::default();
+        let mut seen = 0u16;
+        while let Some(key) = map.next_key::<CowStr<'de>>()? {
+            match &*key.0 {
+                "schema" => {
+                    once(&mut seen, 1, "schema")?;
+                    env.schema = Some(map.next_value()?);
+                }
+                "payload" => {
+                    once(&mut seen, 2, "payload")?;
+                    env.payload = Some(map.next_value()?);
+                }
+                "before" => {
+                    once(&mut seen, 4, "before")?;
+                    env.before = Some(map.next_value_seed(ImageSeed(self.0))?);
+                }
+                "after" => {
+                    once(&mut seen, 8, "after")?;
+                    env.after = Some(map.next_value_seed(ImageSeed(self.0))?);
+                }
+                "source" => {
+                    once(&mut seen, 16, "source")?;
+                    env.source = map.next_value()?;
+                }
+                "op" => {
+                    once(&mut seen, 32, "op")?;
+                    env.op = opt_str(&mut map)?;
+                }
+                "ts_ms" => {
+                    once(&mut seen, 64, "ts_ms")?;
+                    env.ts_ms = map.next_value()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+fn parse_envelope<'a>(
+    bytes: &'a [u8],
+    names: &'static [&'static str],
+) -> Result<Envelope<'a>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let env = EnvelopeSeed(names).deserialize(&mut de)?;
+    de.end()?;
+    Ok(env)
+}
+
+#[derive(Default)]
+struct SourceBlock<'a> {
+    connector: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    db: Option<Cow<'a, str>>,
+    table: Option<Cow<'a, str>>,
     ts_ms: Option<i64>,
-    #[serde(default)]
-    file: Option<String>,
-    #[serde(default)]
+    file: Option<Cow<'a, str>>,
     pos: Option<u64>,
-    #[serde(default)]
     row: Option<i64>,
-    #[serde(default)]
-    snapshot: Option<Box<RawValue>>,
+    snapshot: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for SourceBlock<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SourceBlock<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Debezium source block")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut src = SourceBlock::default();
+                let mut seen = 0u16;
+                while let Some(key) = map.next_key::<CowStr<'de>>()? {
+                    match &*key.0 {
+                        "connector" => {
+                            once(&mut seen, 1, "connector")?;
+                            src.connector = opt_str(&mut map)?;
+                        }
+                        "name" => {
+                            once(&mut seen, 2, "name")?;
+                            src.name = opt_str(&mut map)?;
+                        }
+                        "db" => {
+                            once(&mut seen, 4, "db")?;
+                            src.db = opt_str(&mut map)?;
+                        }
+                        "table" => {
+                            once(&mut seen, 8, "table")?;
+                            src.table = opt_str(&mut map)?;
+                        }
+                        "ts_ms" => {
+                            once(&mut seen, 16, "ts_ms")?;
+                            src.ts_ms = map.next_value()?;
+                        }
+                        "file" => {
+                            once(&mut seen, 32, "file")?;
+                            src.file = opt_str(&mut map)?;
+                        }
+                        "pos" => {
+                            once(&mut seen, 64, "pos")?;
+                            src.pos = map.next_value()?;
+                        }
+                        "row" => {
+                            once(&mut seen, 128, "row")?;
+                            src.row = map.next_value()?;
+                        }
+                        "snapshot" => {
+                            once(&mut seen, 256, "snapshot")?;
+                            let raw: Option<&'de RawValue> = map.next_value()?;
+                            // `Option<Box<RawValue>>` read `null` as absent; so does this.
+                            src.snapshot = raw.filter(|r| r.get() != "null");
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(src)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn build_event(
@@ -265,11 +446,14 @@ fn build_event(
         Some(other) => return Err(DecodeError::UnsupportedOp(other.to_owned())),
         None => return Err(DecodeError::field("op", "missing")),
     };
-    let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
-        match raw {
-            Some(raw) if op != Op::Truncate => parse_image(table, raw, schema)
+    let image = |name: &str, image: Option<Image<'_>>| -> Result<Option<Row>, DecodeError> {
+        match image {
+            Some(Image::Slots(slots)) if op != Op::Truncate => row_from_slots(table, slots, schema)
                 .map(Some)
                 .map_err(|e| e.in_image(name)),
+            Some(Image::NotAnObject) if op != Op::Truncate => Err(DecodeError::Json(format!(
+                "`{name}` is not a row image object"
+            ))),
             _ => Ok(None),
         }
     };
@@ -288,18 +472,20 @@ fn build_event(
         _ => {}
     }
     let src = env.source.unwrap_or_default();
+    let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned).unwrap_or_default();
     let source = SourceMeta {
-        connector: src.connector.unwrap_or_default(),
-        name: src.name.unwrap_or_default(),
-        db: src
-            .db
-            .unwrap_or_else(|| config.database_of_topic(topic).to_owned()),
-        table: src.table.unwrap_or_default(),
+        connector: owned(src.connector),
+        name: owned(src.name),
+        db: src.db.map_or_else(
+            || config.database_of_topic(topic).to_owned(),
+            Cow::into_owned,
+        ),
+        table: owned(src.table),
         ts_ms: src.ts_ms.or(env.ts_ms).unwrap_or(0),
-        file: src.file.filter(|f| !f.is_empty()),
+        file: src.file.filter(|f| !f.is_empty()).map(Cow::into_owned),
         pos: src.pos,
         row: src.row,
-        snapshot: src.snapshot.map(|raw| match scalar(&raw) {
+        snapshot: src.snapshot.map(|raw| match scalar(raw) {
             Ok(Scalar::Str(s)) => s.into_owned(),
             _ => raw.get().to_owned(),
         }),
@@ -487,14 +673,12 @@ impl<'de> Visitor<'de> for ImageVisitor {
     }
 }
 
-fn parse_image(
+fn row_from_slots(
     table: SourceTable,
-    raw: &RawValue,
+    slots: Slots<'_>,
     schema: Option<&TableSchema>,
 ) -> Result<Row, DecodeError> {
     let names = columns_of(table);
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    let slots = de.deserialize_map(ImageVisitor(names)).map_err(json_err)?;
     let cols = Columns {
         names,
         slots,

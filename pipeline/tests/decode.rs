@@ -479,3 +479,38 @@ fn extra_warehouse_topics_decode_as_items_from_their_database() {
         .unwrap();
     assert_eq!(e.source.db, "wms2");
 }
+
+#[test]
+fn envelope_shapes_read_in_one_pass() {
+    let config = PipelineConfig::default();
+    let topic = "outbound.wms.wms_demo";
+    let decode = |json: &str| decode_change(&config, topic, None, Some(json.as_bytes()));
+    // An image that is not an object is malformed; a truncate ignores its images.
+    assert!(matches!(
+        decode(r#"{"before":null,"after":"x","op":"c","source":{"db":"wms"}}"#),
+        Err(DecodeError::Json(_))
+    ));
+    let t = decode(r#"{"before":null,"after":[1],"op":"t","source":{"db":"wms"}}"#)
+        .unwrap()
+        .unwrap();
+    assert!(t.after.is_none());
+    // A duplicate envelope field is malformed, as serde's derive reads it.
+    assert!(matches!(
+        decode(r#"{"op":"c","op":"d","after":{"id":1},"source":null}"#),
+        Err(DecodeError::Json(_))
+    ));
+    // A null source falls back to the topic's database; a null snapshot is absent.
+    let e = decode(r#"{"after":{"id":"7","order_id":"A"},"op":"r","source":null}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.source.db, "wms");
+    let e = decode(
+        r#"{"after":{"id":7},"op":"r","source":{"db":"w\u0032","snapshot":null,"file":""}}"#,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (e.source.db.as_str(), e.source.snapshot, e.source.file),
+        ("w2", None, None)
+    );
+}
