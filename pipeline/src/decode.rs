@@ -793,7 +793,14 @@ impl Columns<'_> {
 
     /// An id: trimmed text, `None` when null or empty.
     fn id(&self, slot: usize) -> Result<Option<String>, DecodeError> {
-        Ok(self.text(slot)?.and_then(|t| normalize_id(&t)))
+        Ok(self.text(slot)?.and_then(|t| {
+            // Ids are usually already trimmed: keep the text, copy only to trim.
+            if t.is_empty() || t.trim().len() != t.len() {
+                normalize_id(&t)
+            } else {
+                Some(t)
+            }
+        }))
     }
 
     fn required_id(&self, slot: usize) -> Result<String, DecodeError> {

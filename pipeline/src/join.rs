@@ -271,7 +271,14 @@ impl OrderRows {
             for (row, raw) in rows.iter().zip(raw) {
                 match raw {
                     Some(r) => push_entry(out, table, &buf[r.clone()]),
-                    None => push_entry(out, table, &encode(row)?),
+                    None => {
+                        out.push(table.tag());
+                        let at = out.len();
+                        out.extend_from_slice(&[0; 4]);
+                        codec::encode_into(row, out).map_err(StoreError::Encode)?;
+                        let len = (out.len() - at - 4) as u32;
+                        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    }
                 }
             }
             Ok(())
