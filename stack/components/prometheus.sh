@@ -30,10 +30,24 @@ _prometheus_ready() {
   curl -fsS --max-time 3 "$PROMETHEUS_URL/-/ready" >/dev/null 2>&1
 }
 
+# _prometheus_reload: copy the repo's config (rules included) over the running
+# instance's and ask it to reload (--web.enable-lifecycle), so `stack.sh up`
+# picks up edited rules without a restart.
+_prometheus_reload() {
+  cp -rL "$PROMETHEUS_CONFIG_SRC"/. "$PROMETHEUS_HOME"/
+  local lf; lf="$(logfile prometheus)"
+  if ! promtool check config "$PROMETHEUS_HOME/prometheus.yml" >>"$lf" 2>&1; then
+    fail prometheus "promtool rejects $PROMETHEUS_HOME/prometheus.yml (copied from $PROMETHEUS_CONFIG_SRC)" "$lf"
+  fi
+  curl -fsS --max-time 10 -X POST "$PROMETHEUS_URL/-/reload" >>"$lf" 2>&1 \
+    || fail prometheus "POST $PROMETHEUS_URL/-/reload failed" "$lf"
+}
+
 prometheus_start() {
   if is_running prometheus; then
     wait_until prometheus "GET $PROMETHEUS_URL/-/ready" 60 _prometheus_ready
-    log "prometheus: already running (pid $(cat "$(pidfile prometheus)")) on $PROMETHEUS_URL"
+    _prometheus_reload
+    log "prometheus: already running (pid $(cat "$(pidfile prometheus)")) on $PROMETHEUS_URL; config reloaded"
     return 0
   fi
   rm -f "$(pidfile prometheus)"
@@ -41,7 +55,8 @@ prometheus_start() {
   prometheus_install
 
   mkdir -p "$PROMETHEUS_HOME" "$PROMETHEUS_TARGETS" "$PROMETHEUS_DATA"
-  cp -r "$PROMETHEUS_CONFIG_SRC"/. "$PROMETHEUS_HOME"/
+  # -L: alerts.yml is a symlink into deploy/prometheus/.
+  cp -rL "$PROMETHEUS_CONFIG_SRC"/. "$PROMETHEUS_HOME"/
   local lf; lf="$(logfile prometheus)"
   if ! promtool check config "$PROMETHEUS_HOME/prometheus.yml" >>"$lf" 2>&1; then
     fail prometheus "promtool rejects $PROMETHEUS_HOME/prometheus.yml (copied from $PROMETHEUS_CONFIG_SRC)" "$lf"
