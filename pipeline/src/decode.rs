@@ -303,10 +303,13 @@ impl<'de> Visitor<'de> for EnvelopeSeed {
         f.write_str("a Debezium change event object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        const KEYS: &[&str] = &[
+            "schema", "payload", "before", "after", "source", "op", "ts_ms",
+        ];
         let mut env = Envelope::default();
         let mut seen = 0u16;
-        while let Some(key) = map.next_key::<CowStr<'de>>()? {
-            match &*key.0 {
+        while let Some(key) = map.next_key_seed(ColumnKey(KEYS))? {
+            match key.map_or("", |k| KEYS[k]) {
                 "schema" => {
                     once(&mut seen, 1, "schema")?;
                     env.schema = Some(map.next_value()?);
@@ -376,10 +379,21 @@ impl<'de> Deserialize<'de> for SourceBlock<'de> {
                 f.write_str("a Debezium source block")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                const KEYS: &[&str] = &[
+                    "connector",
+                    "name",
+                    "db",
+                    "table",
+                    "ts_ms",
+                    "file",
+                    "pos",
+                    "row",
+                    "snapshot",
+                ];
                 let mut src = SourceBlock::default();
                 let mut seen = 0u16;
-                while let Some(key) = map.next_key::<CowStr<'de>>()? {
-                    match &*key.0 {
+                while let Some(key) = map.next_key_seed(ColumnKey(KEYS))? {
+                    match key.map_or("", |k| KEYS[k]) {
                         "connector" => {
                             once(&mut seen, 1, "connector")?;
                             src.connector = opt_str(&mut map)?;
@@ -638,17 +652,22 @@ struct ColumnKey(&'static [&'static str]);
 impl<'de> DeserializeSeed<'de> for ColumnKey {
     type Value = Option<usize>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
+        // As bytes: serde_json then matches the key without validating it as
+        // UTF-8 (the names looked for are ASCII; other keys are skipped).
+        d.deserialize_bytes(self)
     }
 }
 
 impl Visitor<'_> for ColumnKey {
     type Value = Option<usize>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a column name")
+        f.write_str("a key")
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().position(|c| *c == v))
+    }
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|c| c.as_bytes() == v))
     }
 }
 
