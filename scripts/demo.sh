@@ -8,7 +8,8 @@
 #   scripts/demo.sh --update   also apply sql/update.sql (quantity 1 -> 2,
 #                              "64 GB" -> "128 GB") and show the "u" events
 #
-# Environment: OUTBOUND_STACK_DIR, OUTBOUND_CACHE_DIR (see stack/lib.sh).
+# Environment: OUTBOUND_STACK_DIR, OUTBOUND_CACHE_DIR, ports (see stack/);
+# OUTBOUND_DEMO_COMPONENTS to bring up fewer components (e.g. "mariadb kafka connect").
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,13 +17,14 @@ update=0
 for a in "$@"; do
   case "$a" in
     --update) update=1 ;;
-    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
 
 "$repo/scripts/setup-build.sh"
-"$repo/stack/stack.sh" up
+# shellcheck disable=SC2086
+"$repo/stack/stack.sh" up ${OUTBOUND_DEMO_COMPONENTS:-}
 
 # shellcheck source=stack/lib.sh
 source "$repo/stack/lib.sh"
