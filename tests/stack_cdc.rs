@@ -19,8 +19,14 @@ use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// The stack's Kafka: OUTBOUND_KAFKA_BOOTSTRAP, else 127.0.0.1:OUTBOUND_KAFKA_PORT (9092).
 fn bootstrap() -> String {
-    std::env::var("OUTBOUND_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("OUTBOUND_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        format!(
+            "127.0.0.1:{}",
+            std::env::var("OUTBOUND_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
+        )
+    })
 }
 
 fn mariadb_port() -> String {
@@ -29,7 +35,10 @@ fn mariadb_port() -> String {
 
 /// A token unique to this test run (and table), for order ids.
 fn run_token(tag: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("it-{tag}-{}-{nanos}", std::process::id())
 }
 
@@ -72,7 +81,12 @@ async fn consumer_at(topic: &str, from_beginning: bool) -> StreamConsumer {
         .expect("create a Kafka consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("metadata for {topic} (is Kafka up on {}?): {e}", bootstrap()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "metadata for {topic} (is Kafka up on {}?): {e}",
+                bootstrap()
+            )
+        });
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -110,18 +124,29 @@ impl ChangeEvent {
         &self.value.as_ref().expect("not a tombstone")["payload"]
     }
     fn op(&self) -> Option<&str> {
-        self.value.as_ref().and_then(|v| v["payload"]["op"].as_str())
+        self.value
+            .as_ref()
+            .and_then(|v| v["payload"]["op"].as_str())
     }
 }
 
 fn decode(msg: &rdkafka::message::BorrowedMessage<'_>) -> ChangeEvent {
-    let key: Value = serde_json::from_slice(msg.key().expect("Debezium records have keys")).unwrap();
+    let key: Value =
+        serde_json::from_slice(msg.key().expect("Debezium records have keys")).unwrap();
     // JSON converter with schemas.enable=true: {"schema": ..., "payload": ...}.
-    assert!(key.get("schema").is_some(), "key without the schema envelope: {key}");
+    assert!(
+        key.get("schema").is_some(),
+        "key without the schema envelope: {key}"
+    );
     let key_id = key["payload"]["id"].as_i64().expect("key payload.id");
-    let value = msg.payload().map(|p| serde_json::from_slice::<Value>(p).unwrap());
+    let value = msg
+        .payload()
+        .map(|p| serde_json::from_slice::<Value>(p).unwrap());
     if let Some(v) = &value {
-        assert!(v.get("schema").is_some() && v.get("payload").is_some(), "value without the envelope: {v}");
+        assert!(
+            v.get("schema").is_some() && v.get("payload").is_some(),
+            "value without the envelope: {v}"
+        );
     }
     ChangeEvent { key_id, value }
 }
@@ -170,23 +195,37 @@ async fn insert_update_delete_arrive(t: Table) {
     let consumer = consumer_at(&topic, false).await;
 
     let insert = t.insert.replace("{order}", &order);
-    let id: i64 = sql(&format!("INSERT INTO {}.{} {insert}; SELECT LAST_INSERT_ID();", t.db, t.table))
-        .trim()
-        .parse()
-        .expect("LAST_INSERT_ID");
+    let id: i64 = sql(&format!(
+        "INSERT INTO {}.{} {insert}; SELECT LAST_INSERT_ID();",
+        t.db, t.table
+    ))
+    .trim()
+    .parse()
+    .expect("LAST_INSERT_ID");
     sql(&format!(
         "UPDATE {}.{} SET {} = '{}' WHERE id = {id}; DELETE FROM {}.{} WHERE id = {id};",
         t.db, t.table, t.column, t.after, t.db, t.table
     ));
 
-    let events = collect_until(&consumer, &format!("c, u, d and a tombstone on {topic}"), id, |evs| {
-        evs.len() >= 4
-    })
+    let events = collect_until(
+        &consumer,
+        &format!("c, u, d and a tombstone on {topic}"),
+        id,
+        |evs| evs.len() >= 4,
+    )
     .await;
     let ops: Vec<Option<&str>> = events.iter().map(|e| e.op()).collect();
-    assert_eq!(ops, [Some("c"), Some("u"), Some("d"), None], "ops for {topic} id {id}: {events:#?}");
+    assert_eq!(
+        ops,
+        [Some("c"), Some("u"), Some("d"), None],
+        "ops for {topic} id {id}: {events:#?}"
+    );
 
-    let (c, u, d) = (events[0].payload(), events[1].payload(), events[2].payload());
+    let (c, u, d) = (
+        events[0].payload(),
+        events[1].payload(),
+        events[2].payload(),
+    );
     for p in [c, u, d] {
         assert_eq!(p["source"]["db"], t.db, "source.db: {p}");
         assert_eq!(p["source"]["table"], t.table, "source.table: {p}");
@@ -197,12 +236,19 @@ async fn insert_update_delete_arrive(t: Table) {
     assert_eq!(c["after"]["order_id"], order.as_str());
     assert_eq!(c["after"][t.column], t.before);
 
-    assert_eq!(u["before"]["order_id"], order.as_str(), "update carries the full before image: {u}");
+    assert_eq!(
+        u["before"]["order_id"],
+        order.as_str(),
+        "update carries the full before image: {u}"
+    );
     assert_eq!(u["before"][t.column], t.before, "update before image: {u}");
     assert_eq!(u["after"][t.column], t.after, "update after image: {u}");
     assert_eq!(u["after"]["order_id"], order.as_str());
 
-    assert_eq!(d["before"]["id"], id, "delete carries the before image: {d}");
+    assert_eq!(
+        d["before"]["id"], id,
+        "delete carries the before image: {d}"
+    );
     assert_eq!(d["before"][t.column], t.after);
     assert!(d["after"].is_null(), "delete has no after image: {d}");
     assert!(events[3].value.is_none(), "a tombstone follows the delete");
@@ -227,7 +273,8 @@ async fn wms_demo_insert_update_delete_arrive_as_c_u_d() {
     insert_update_delete_arrive(Table {
         db: "wms",
         table: "wms_demo",
-        insert: "(order_id, item_type, courier, item_qty, item_localtion, shipment_id, created_at) \
+        insert:
+            "(order_id, item_type, courier, item_qty, item_localtion, shipment_id, created_at) \
                  VALUES ('{order}', 'electronics', 'DHL', '1', 'RACK12BA3', '2', NOW(6))",
         column: "item_qty",
         before: "1",
@@ -258,7 +305,12 @@ async fn seed_rows_are_on_their_topics() {
     let cases = [
         ("outbound.orders.order_demo", 1, "order_value", "Rs 52755"),
         ("outbound.wms.wms_demo", 1, "item_type", "electronics"),
-        ("outbound.logistics.logistics_demo", 2, "shipment_cost", "24.5"),
+        (
+            "outbound.logistics.logistics_demo",
+            2,
+            "shipment_cost",
+            "24.5",
+        ),
     ];
     for (topic, id, column, value) in cases {
         let consumer = consumer_at(topic, true).await;
@@ -266,19 +318,41 @@ async fn seed_rows_are_on_their_topics() {
             evs.iter().any(|e| matches!(e.op(), Some("r") | Some("c")))
         })
         .await;
-        let seed = events.iter().find(|e| matches!(e.op(), Some("r") | Some("c"))).unwrap();
+        let seed = events
+            .iter()
+            .find(|e| matches!(e.op(), Some("r") | Some("c")))
+            .unwrap();
         let p = seed.payload();
         assert_eq!(p["after"]["order_id"], "1", "{topic}: {p}");
         assert_eq!(p["after"][column], value, "{topic}: {p}");
-        assert!(p["after"]["created_at"].is_i64(), "created_at as epoch micros: {p}");
+        assert!(
+            p["after"]["created_at"].is_i64(),
+            "created_at as epoch micros: {p}"
+        );
 
         let fields = &seed.value.as_ref().unwrap()["schema"]["fields"];
-        let after = fields.as_array().unwrap().iter().find(|f| f["field"] == "after").unwrap();
-        let created = after["fields"].as_array().unwrap().iter().find(|f| f["field"] == "created_at").unwrap();
-        assert_eq!(created["name"], "io.debezium.time.MicroTimestamp", "{topic}: {created}");
+        let after = fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "after")
+            .unwrap();
+        let created = after["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "created_at")
+            .unwrap();
+        assert_eq!(
+            created["name"], "io.debezium.time.MicroTimestamp",
+            "{topic}: {created}"
+        );
 
         if topic == "outbound.logistics.logistics_demo" {
-            assert!(p["after"]["item_type"].is_null(), "zero date arrives as null: {p}");
+            assert!(
+                p["after"]["item_type"].is_null(),
+                "zero date arrives as null: {p}"
+            );
             assert_eq!(p["after"]["courier"], "FETCHR");
         }
     }

@@ -21,12 +21,21 @@ use rdkafka::{Offset, TopicPartitionList};
 const DEADLINE: Duration = Duration::from_secs(120);
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The stack's Kafka: OUTBOUND_KAFKA_BOOTSTRAP, else 127.0.0.1:OUTBOUND_KAFKA_PORT (9092).
 fn bootstrap() -> String {
-    std::env::var("OUTBOUND_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("OUTBOUND_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        format!(
+            "127.0.0.1:{}",
+            std::env::var("OUTBOUND_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
+        )
+    })
 }
 
 fn run_token(tag: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("it-{tag}-{}-{nanos}", std::process::id())
 }
 
@@ -79,7 +88,8 @@ async fn read_until(topic: &str, isolation: &str, last: &str) -> Vec<String> {
         .create()
         .expect("create a consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).expect("assign");
     let start = Instant::now();
     let mut values = Vec::new();
@@ -88,7 +98,9 @@ async fn read_until(topic: &str, isolation: &str, last: &str) -> Vec<String> {
             panic!("timed out after {DEADLINE:?} reading {topic} ({isolation}) for {last:?}; read so far: {values:?}")
         });
         match tokio::time::timeout(left, consumer.recv()).await {
-            Ok(Ok(m)) => values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap()),
+            Ok(Ok(m)) => {
+                values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap())
+            }
             Ok(Err(e)) => panic!("consuming {topic}: {e}"),
             Err(_) => continue,
         }
@@ -105,24 +117,41 @@ async fn read_committed_sees_only_committed_transactions() {
     producer.begin_transaction().unwrap();
     send(&producer, &topic, "committed-1");
     send(&producer, &topic, "committed-2");
-    producer.commit_transaction(TXN_TIMEOUT).expect("commit the first transaction");
+    producer
+        .commit_transaction(TXN_TIMEOUT)
+        .expect("commit the first transaction");
 
     producer.begin_transaction().unwrap();
     send(&producer, &topic, "aborted-1");
     send(&producer, &topic, "aborted-2");
-    producer.flush(TXN_TIMEOUT).expect("flush the aborted records to the broker");
-    producer.abort_transaction(TXN_TIMEOUT).expect("abort the second transaction");
+    producer
+        .flush(TXN_TIMEOUT)
+        .expect("flush the aborted records to the broker");
+    producer
+        .abort_transaction(TXN_TIMEOUT)
+        .expect("abort the second transaction");
 
     producer.begin_transaction().unwrap();
     send(&producer, &topic, "committed-3");
-    producer.commit_transaction(TXN_TIMEOUT).expect("commit the third transaction");
+    producer
+        .commit_transaction(TXN_TIMEOUT)
+        .expect("commit the third transaction");
 
     let committed = read_until(&topic, "read_committed", "committed-3").await;
     assert_eq!(committed, ["committed-1", "committed-2", "committed-3"]);
 
     // The aborted records did reach the log: only the isolation level hides them.
     let everything = read_until(&topic, "read_uncommitted", "committed-3").await;
-    assert_eq!(everything, ["committed-1", "committed-2", "aborted-1", "aborted-2", "committed-3"]);
+    assert_eq!(
+        everything,
+        [
+            "committed-1",
+            "committed-2",
+            "aborted-1",
+            "aborted-2",
+            "committed-3"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -141,7 +170,9 @@ async fn a_new_producer_with_the_same_transactional_id_fences_the_old_one() {
     let successor = transactional_producer(&txn_id);
     successor.begin_transaction().unwrap();
     send(&successor, &topic, "successor");
-    successor.commit_transaction(TXN_TIMEOUT).expect("the successor commits");
+    successor
+        .commit_transaction(TXN_TIMEOUT)
+        .expect("the successor commits");
 
     let zombie_commit = zombie.commit_transaction(TXN_TIMEOUT);
     match zombie_commit {
@@ -153,5 +184,9 @@ async fn a_new_producer_with_the_same_transactional_id_fences_the_old_one() {
     }
 
     let committed = read_until(&topic, "read_committed", "successor").await;
-    assert_eq!(committed, ["successor"], "the zombie's records are never visible");
+    assert_eq!(
+        committed,
+        ["successor"],
+        "the zombie's records are never visible"
+    );
 }
