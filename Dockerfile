@@ -31,13 +31,16 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/outbound --create-home outbound
 COPY --from=builder /out/outbound /usr/local/bin/outbound
+COPY deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 USER outbound
 WORKDIR /var/lib/outbound
 # State (RocksDB) lives here; it is a cache of the changelog topics, so a
 # fresh container restores it from Kafka.
 VOLUME ["/var/lib/outbound"]
-ENV OUTBOUND_STATE_DIR=/var/lib/outbound/state \
-    OUTBOUND_METRICS_ADDR=0.0.0.0:9464 \
+# src/config.rs reads OUTBOUND_<SECTION>__<KEY> variables.
+ENV OUTBOUND_STATE__DIR=/var/lib/outbound/state \
+    OUTBOUND_METRICS__LISTEN=0.0.0.0:9464 \
     RUST_LOG=info
 EXPOSE 9464
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 CMD ["outbound", "run"]

@@ -31,6 +31,8 @@ fn compose(args: &[&str], env: &[(&str, &str)]) -> Output {
         "MYSQL_ROOT_PASSWORD",
         "RUST_LOG",
         "OUTBOUND_BUSINESS_TIME_ZONE",
+        "OUTBOUND_APP_ID",
+        "OUTBOUND_PARTITIONS",
         "COMPOSE_FILE",
         "COMPOSE_PROJECT_NAME",
     ] {
@@ -232,8 +234,10 @@ fn outbound_is_built_here_and_replicated() {
     assert!(repo().join("Dockerfile").is_file());
     assert_eq!(command_args(outbound), ["outbound", "run"]);
     assert_eq!(outbound["deploy"]["replicas"].as_u64(), Some(2), "default of 2 replicas");
-    assert_eq!(env_var(outbound, "OUTBOUND_BOOTSTRAP_SERVERS").as_deref(), Some("kafka:29092"));
-    assert!(env_var(outbound, "OUTBOUND_ELASTICSEARCH_URL").is_some());
+    // src/config.rs's environment layout (OUTBOUND_<SECTION>__<KEY>).
+    assert_eq!(env_var(outbound, "OUTBOUND_KAFKA__BOOTSTRAP_SERVERS").as_deref(), Some("kafka:29092"));
+    assert_eq!(env_var(outbound, "OUTBOUND_SINK__URL").as_deref(), Some("http://elasticsearch:9200"));
+    assert_eq!(env_var(outbound, "OUTBOUND_METRICS__LISTEN").as_deref(), Some("0.0.0.0:9464"));
     assert_eq!(
         depends_on(outbound, "connect-register").as_deref(),
         Some("service_completed_successfully")
@@ -245,6 +249,7 @@ fn outbound_is_built_here_and_replicated() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("libclang-dev") && dockerfile.contains("cmake"));
     assert!(dockerfile.contains("-slim"), "slim runtime stage");
+    assert!(repo().join("deploy/docker-entrypoint.sh").is_file());
 }
 
 #[test]
