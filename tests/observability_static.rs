@@ -9,6 +9,7 @@
 mod obs;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::process::Command;
 
 use obs::*;
@@ -281,30 +282,37 @@ fn the_dashboard_provider_points_where_docker_compose_mounts_the_dashboards() {
     assert_eq!(mount("./grafana/provisioning"), "/etc/grafana/provisioning");
 }
 
-/// Metric names `src/` registers (`"outbound_..."` string literals), with the
+/// Metric names `src/metrics.rs` and `src/metrics/` register (`"outbound_..."`
+/// string literals: every metric of the process lives in `Metrics`), with the
 /// series names histograms expose.
 fn defined_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let mut stack = vec![repo().join("src")];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("src").filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let text = std::fs::read_to_string(&p).expect("source");
-                for part in text.split("\"outbound_").skip(1) {
-                    let name: String = part
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    if part[name.len()..].starts_with('"') {
-                        names.insert(format!("outbound_{name}"));
-                    }
-                }
+    // src/metrics.rs with its submodules in src/metrics/ (or src/metrics/mod.rs).
+    let mut files: Vec<PathBuf> = vec![repo().join("src/metrics.rs")];
+    if let Ok(dir) = std::fs::read_dir(repo().join("src/metrics")) {
+        files.extend(dir.filter_map(Result::ok).map(|e| e.path()));
+    }
+    for p in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+    {
+        let Ok(text) = std::fs::read_to_string(p) else {
+            continue;
+        };
+        for part in text.split("\"outbound_").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if part[name.len()..].starts_with('"') {
+                names.insert(format!("outbound_{name}"));
             }
         }
     }
+    assert!(
+        names.contains("outbound_records_in_total"),
+        "metric definitions found in src/metrics"
+    );
     let histograms = [
         "outbound_transaction_commit_seconds",
         "outbound_processing_seconds",
