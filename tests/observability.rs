@@ -337,7 +337,9 @@ fn every_dashboard_and_alert_expression_returns_data_from_a_live_pipeline() {
         ("consumer lag series", format!("count(outbound_consumer_lag_records{{instance=\"{inst}\"}})"), None),
         ("sink acknowledgements", format!("sum(outbound_end_to_end_seconds_count{{instance=\"{inst}\", at=\"sink\"}})"), None),
         ("data-quality issues", format!("sum(outbound_data_quality_issues_total{{instance=\"{inst}\"}})"), None),
-        ("loop heartbeat", format!("count(outbound_loop_heartbeat_timestamp_seconds{{instance=\"{inst}\", loop=\"stream\"}})"), None),
+        ("both loops' heartbeats", format!("count(outbound_loop_heartbeat_timestamp_seconds{{instance=\"{inst}\", loop=~\"stream|sink\"}})"), Some(2.0)),
+        ("the source topics' lag", format!("count(outbound_consumer_lag_records{{instance=\"{inst}\", topic=~\"{prefix}[.].*\"}})"), Some(6.0)),
+        ("the sink's lag", format!("count(outbound_consumer_lag_records{{instance=\"{inst}\", topic=\"{prefix}-details\"}})"), Some(2.0)),
     ] {
         wait_for(&format!("Prometheus to see {what}"), DEADLINE, || {
             let v = scalar(&agent, &expr)?;

@@ -8,7 +8,7 @@
 //! the partition's end (the last stable offset under `read_committed`, else
 //! the high watermark) minus the position handed to the application.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -16,8 +16,9 @@ use rdkafka::Statistics;
 
 pub struct ConsumerLag {
     gauge: IntGaugeVec,
-    /// (topic, partition) label values currently exported.
-    exported: Mutex<BTreeSet<(String, String)>>,
+    /// (topic, partition) label values currently exported, per client (the
+    /// stream consumer and the sink's consumer of one process report apart).
+    exported: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
 }
 
 impl ConsumerLag {
@@ -35,12 +36,13 @@ impl ConsumerLag {
             .expect("metric registered once");
         Self {
             gauge,
-            exported: Mutex::new(BTreeSet::new()),
+            exported: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Updates the gauges from one statistics report of a consumer: sets the
-    /// partitions it fetches, drops those it no longer owns.
+    /// partitions it fetches, drops those it no longer owns. Several consumers
+    /// of one process may report (they read different topics).
     pub fn record(&self, stats: &Statistics) {
         let mut seen = BTreeSet::new();
         for (topic, t) in &stats.topics {
@@ -59,10 +61,12 @@ impl ConsumerLag {
             }
         }
         let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
-        for (topic, partition) in exported.difference(&seen) {
+        let before = exported
+            .insert(stats.name.clone(), seen.clone())
+            .unwrap_or_default();
+        for (topic, partition) in before.difference(&seen) {
             let _ = self.gauge.remove_label_values(&[topic, partition]);
         }
-        *exported = seen;
     }
 }
 
@@ -135,6 +139,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("partition=\"-1\""), "{text}");
+        let mut other = stats(&[]);
+        other.name = "another-consumer".into();
+        lag.record(&other);
+        assert!(
+            render(&registry).contains("partition=\"0\""),
+            "another client's report keeps these"
+        );
         lag.record(&stats(&[(0, false, 10, 4), (1, true, 9, 5)]));
         let text = render(&registry);
         assert!(

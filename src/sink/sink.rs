@@ -124,6 +124,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
+        // Consumer lag (outbound_consumer_lag_records) comes from these statistics.
+        .set("statistics.interval.ms", "5000")
         .create_with_context(context)
         .context("creating the sink's consumer")?;
     consumer
@@ -229,7 +231,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    /// Consumer lag of the output topics, every `statistics.interval.ms`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.metrics.consumer_lag.record(&statistics);
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -471,6 +478,7 @@ impl SinkLoop {
         let mut last_consumer_error: Option<Instant> = None;
         let consumer = self.consumer.clone();
         while !self.shutdown.is_requested() {
+            self.metrics.liveness.beat("sink");
             self.apply_rebalance_events();
             self.dispatch();
             self.apply_backpressure();
