@@ -14,9 +14,11 @@ use outbound::shutdown::Shutdown;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Every key can also be set in the TOML file given by --config \
+#[command(
+    after_help = "Every key can also be set in the TOML file given by --config \
 (section [sink]) or as OUTBOUND_SINK__<KEY> (e.g. OUTBOUND_SINK__URL=http://es:9200). \
-Precedence: flags > environment > file > defaults.")]
+Precedence: flags > environment > file > defaults."
+)]
 pub struct SinkArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -78,9 +80,18 @@ impl SinkArgs {
         set("batch_max_docs", self.batch_max_docs.map(Value::from));
         set("batch_max_bytes", self.batch_max_bytes.map(Value::from));
         set("batch_timeout_ms", self.batch_timeout_ms.map(Value::from));
-        set("max_in_flight_requests", self.max_in_flight_requests.map(Value::from));
-        set("max_in_flight_bytes", self.max_in_flight_bytes.map(Value::from));
-        set("retry_max_attempts", self.retry_max_attempts.map(Value::from));
+        set(
+            "max_in_flight_requests",
+            self.max_in_flight_requests.map(Value::from),
+        );
+        set(
+            "max_in_flight_bytes",
+            self.max_in_flight_bytes.map(Value::from),
+        );
+        set(
+            "retry_max_attempts",
+            self.retry_max_attempts.map(Value::from),
+        );
         set("dlq_topic", self.dlq_topic.clone().map(Value::from));
         if !sink.is_empty() {
             root.insert("sink".into(), sink.into());
@@ -92,13 +103,18 @@ impl SinkArgs {
 pub fn run(args: SinkArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &args.overrides())?;
     let shutdown = Shutdown::new();
-    shutdown.on_signals().context("installing signal handlers")?;
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
     let metrics = Arc::new(Metrics::new());
-    let metrics_server = outbound::metrics::serve(&config.metrics.listen, metrics.clone(), shutdown.clone())?;
+    let metrics_server =
+        outbound::metrics::serve(&config.metrics.listen, metrics.clone(), shutdown.clone())?;
     let handle = outbound::sink::spawn(config, metrics.clone(), shutdown.clone())?;
     // A sink-only process has no stream tasks: it is ready once the sink runs.
     metrics.set_ready(true);
-    let result = handle.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))?;
+    let result = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sink thread panicked"))?;
     shutdown.trigger();
     if let Some(server) = metrics_server {
         server.join();

@@ -1,0 +1,4 @@
+//! Subcommands of the `outbound` binary.
+
+pub mod run;
+pub mod sink;

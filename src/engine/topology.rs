@@ -1,0 +1,187 @@
+//! The topology of DESIGN.md §3 as data: the stages, the topics between them,
+//! and creating those topics with the right settings at startup.
+//!
+//! ```text
+//! source topics ─rekey─▶ <app>-rekey ─join─▶ <app>-detail-changes ─details─▶ <app>-details
+//!                                         └─▶ <app>-rollup-deltas ─aggregate─▶ <app>-rollups
+//! ```
+//! The `details` stage is the one place every change of an item passes
+//! through (it is partitioned by item id), so when an item moves between
+//! orders — and so between join partitions — the newest version of its
+//! document wins, whatever order the two join tasks commit in.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use tracing::info;
+
+use crate::config::Config;
+
+/// A stateful stage: reads one internal topic, keeps a task store per
+/// partition mirrored to a changelog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    Join,
+    Details,
+    Aggregate,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Join, Stage::Details, Stage::Aggregate];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Join => "join",
+            Stage::Details => "details",
+            Stage::Aggregate => "aggregate",
+        }
+    }
+}
+
+/// Every topic name of one app id.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub sources: Vec<String>,
+    pub rekey: String,
+    pub detail_changes: String,
+    pub rollup_deltas: String,
+    pub details: String,
+    pub rollups: String,
+    pub dead_letter: String,
+    pub partitions: i32,
+    app_id: String,
+}
+
+impl Topics {
+    pub fn new(config: &Config, sources: Vec<String>) -> Self {
+        Self {
+            sources,
+            rekey: config.topic("rekey"),
+            detail_changes: config.topic("detail-changes"),
+            rollup_deltas: config.topic("rollup-deltas"),
+            details: config.topic("details"),
+            rollups: config.topic("rollups"),
+            dead_letter: config.topic("dlq"),
+            partitions: config.kafka.partitions,
+            app_id: config.app_id.clone(),
+        }
+    }
+
+    /// The input topic of a stateful stage.
+    pub fn input(&self, stage: Stage) -> &str {
+        match stage {
+            Stage::Join => &self.rekey,
+            Stage::Details => &self.detail_changes,
+            Stage::Aggregate => &self.rollup_deltas,
+        }
+    }
+
+    pub fn changelog(&self, stage: Stage) -> String {
+        format!("{}-{}-changelog", self.app_id, stage.name())
+    }
+
+    /// The stage whose input `topic` is, if any.
+    pub fn stage_of(&self, topic: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| self.input(*s) == topic)
+    }
+
+    /// The topics this app creates, with their cleanup policy.
+    fn owned(&self) -> Vec<(String, &'static str)> {
+        let mut out = vec![
+            (self.rekey.clone(), "delete"),
+            (self.detail_changes.clone(), "delete"),
+            (self.rollup_deltas.clone(), "delete"),
+            (self.details.clone(), "compact"),
+            (self.rollups.clone(), "compact"),
+            (self.dead_letter.clone(), "delete"),
+        ];
+        out.extend(Stage::ALL.map(|s| (self.changelog(s), "compact")));
+        out
+    }
+}
+
+/// Creates the internal, changelog and output topics when missing, and
+/// refuses to start when one exists with another partition count: state and
+/// routing are partitioned by it, so a silent mismatch would corrupt results.
+pub async fn ensure_topics(config: &Config, topics: &Topics) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let timeout = Duration::from_secs(30);
+    let owned = topics.owned();
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, timeout)
+        .with_context(|| {
+            format!(
+                "reading topic metadata from {}",
+                config.kafka.bootstrap_servers
+            )
+        })?;
+    let existing: std::collections::HashMap<&str, usize> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name(), t.partitions().len()))
+        .collect();
+    for (name, _) in &owned {
+        if let Some(&n) = existing.get(name.as_str()) {
+            if n as i32 != topics.partitions {
+                bail!(
+                    "topic {name} has {n} partitions but kafka.partitions = {}: state and routing \
+                     are partitioned by it. Either set kafka.partitions = {n}, or reset the app: \
+                     delete every topic named {}-* and the state directory {}",
+                    topics.partitions,
+                    config.app_id,
+                    config.state.dir.display()
+                );
+            }
+        }
+    }
+    let missing: Vec<&(String, &str)> = owned
+        .iter()
+        .filter(|(n, _)| !existing.contains_key(n.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new_topics: Vec<NewTopic> = missing
+        .iter()
+        .map(|(name, policy)| {
+            let t = NewTopic::new(
+                name,
+                topics.partitions,
+                TopicReplication::Fixed(config.kafka.replication_factor),
+            )
+            .set("cleanup.policy", policy);
+            if *policy == "compact" {
+                // Keep tombstones long enough for a slow restore to see them.
+                t.set("delete.retention.ms", "86400000")
+                    .set("min.compaction.lag.ms", "0")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            new_topics.iter(),
+            &AdminOptions::new().operation_timeout(Some(timeout)),
+        )
+        .await
+        .context("creating topics")?;
+    for result in results {
+        match result {
+            Ok(name) => info!(topic = %name, partitions = topics.partitions, "created topic"),
+            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                info!(topic = %name, "topic created concurrently by another instance")
+            }
+            Err((name, code)) => bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The process's Prometheus metrics, named by Prometheus conventions
+//! (`outbound_` prefix, base units, `_total` counters) with labels bounded in
+//! cardinality (stage, partition of a fixed partition count, reason enums).
+//! Every component records into one [`Metrics`]; `/metrics` renders it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod http;
+mod kafka;
+
+pub use http::{serve, Liveness, MetricsServer, STALL_AFTER};
+pub use kafka::ConsumerLag;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records consumed, by stage (rekey, join, details, aggregate) and partition.
+    pub records_in: IntCounterVec,
+    /// Records produced, by output (rekey, detail-changes, rollup-deltas, details, rollups, dlq).
+    pub records_out: IntCounterVec,
+    /// Records sent to the dead-letter topic, by reason.
+    pub dead_letters: IntCounterVec,
+    /// Records skipped on purpose (tombstones), by reason.
+    pub skipped: IntCounterVec,
+    /// Data-quality entries on detail documents, by field.
+    pub data_quality: IntCounterVec,
+    pub transactions: IntCounterVec,
+    pub commit_seconds: Histogram,
+    pub processing_seconds: HistogramVec,
+    /// Source change (Debezium `ts_ms`) to output committed.
+    pub end_to_end_seconds: HistogramVec,
+    pub rebalances: IntCounterVec,
+    pub tasks: IntGaugeVec,
+    pub state_keys: IntGaugeVec,
+    pub state_bytes: IntGaugeVec,
+    pub state_rebuilds: IntCounterVec,
+    pub restored_records: IntCounterVec,
+    pub restore_remaining: IntGaugeVec,
+    pub ready: IntGauge,
+    /// The Elasticsearch sink's metrics.
+    pub sink: SinkMetrics,
+    /// `outbound_consumer_lag_records{topic,partition}`, from librdkafka statistics.
+    pub consumer_lag: ConsumerLag,
+    /// Loop heartbeats: `/healthz` and `outbound_loop_heartbeat_timestamp_seconds`.
+    pub liveness: Liveness,
+    ready_flag: AtomicBool,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "outbound_build_info",
+                "Build of the running outbound binary (always 1).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(build.clone()))
+            .expect("metric registered once");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "outbound_transaction_commit_seconds",
+                "Time to flush, send offsets and commit one transaction.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(commit_seconds.clone()))
+            .expect("metric registered once");
+        let processing_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "outbound_processing_seconds",
+                "Time to process one record, by stage.",
+            )
+            .buckets(vec![
+                1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(processing_seconds.clone()))
+            .expect("metric registered once");
+        let end_to_end_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "outbound_end_to_end_seconds",
+                "From the source change (Debezium ts_ms) to its output being committed (output) or acknowledged by Elasticsearch (sink).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["at"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(end_to_end_seconds.clone()))
+            .expect("metric registered once");
+        let ready = IntGauge::new(
+            "outbound_ready",
+            "1 when every assigned task is running (not restoring).",
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(ready.clone()))
+            .expect("metric registered once");
+        let metrics = Self {
+            records_in: counter(
+                &registry,
+                "outbound_records_in_total",
+                "Records consumed, by stage and partition.",
+                &["stage", "partition"],
+            ),
+            records_out: counter(
+                &registry,
+                "outbound_records_out_total",
+                "Records produced, by output.",
+                &["output"],
+            ),
+            dead_letters: counter(
+                &registry,
+                "outbound_dead_letters_total",
+                "Records sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            skipped: counter(
+                &registry,
+                "outbound_records_skipped_total",
+                "Records skipped on purpose, by reason.",
+                &["reason"],
+            ),
+            data_quality: counter(
+                &registry,
+                "outbound_data_quality_issues_total",
+                "Unparseable source values turned into null with a data_quality entry, by field.",
+                &["field"],
+            ),
+            transactions: counter(
+                &registry,
+                "outbound_transactions_total",
+                "Kafka transactions, by outcome (committed, aborted).",
+                &["outcome"],
+            ),
+            rebalances: counter(
+                &registry,
+                "outbound_rebalances_total",
+                "Consumer group rebalance events, by kind.",
+                &["kind"],
+            ),
+            tasks: gauge(
+                &registry,
+                "outbound_tasks",
+                "Stream tasks of this instance, by stage and status.",
+                &["stage", "status"],
+            ),
+            state_keys: gauge(
+                &registry,
+                "outbound_state_keys",
+                "Estimated keys in the state stores, by stage.",
+                &["stage"],
+            ),
+            state_bytes: gauge(
+                &registry,
+                "outbound_state_bytes",
+                "Estimated live bytes of the state stores, by stage.",
+                &["stage"],
+            ),
+            state_rebuilds: counter(
+                &registry,
+                "outbound_state_rebuilds_total",
+                "Local state directories found untrustworthy and rebuilt, by stage.",
+                &["stage"],
+            ),
+            restored_records: counter(
+                &registry,
+                "outbound_restored_records_total",
+                "Changelog records restored into state stores, by stage.",
+                &["stage"],
+            ),
+            restore_remaining: gauge(
+                &registry,
+                "outbound_restore_remaining_records",
+                "Changelog records still to restore, by stage.",
+                &["stage"],
+            ),
+            commit_seconds,
+            processing_seconds,
+            end_to_end_seconds,
+            ready,
+            sink: SinkMetrics::new(&registry),
+            consumer_lag: ConsumerLag::new(&registry),
+            liveness: Liveness::new(&registry),
+            ready_flag: AtomicBool::new(false),
+            registry,
+        };
+        metrics.init_known_series();
+        metrics
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready_flag.store(ready, Ordering::SeqCst);
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready_flag.load(Ordering::SeqCst)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The Elasticsearch sink's metrics (`outbound_sink_*`); its end-to-end
+/// latency is `outbound_end_to_end_seconds{at="sink"}`.
+pub struct SinkMetrics {
+    /// Records consumed from the output topics, by topic kind (details, rollups).
+    pub records_in: IntCounterVec,
+    /// One bulk request's round trip, whatever its outcome.
+    pub bulk_seconds: Histogram,
+    /// Bulk requests by outcome (ok, retry, fatal).
+    pub requests: IntCounterVec,
+    /// Bulk items by result: created, updated, deleted, not_found, conflict
+    /// (a newer version is indexed: success), rejected (dead-lettered).
+    pub items: IntCounterVec,
+    /// Retries, by reason: connection, status_429, status_5xx, item_429,
+    /// item_5xx, index_missing.
+    pub retries: IntCounterVec,
+    /// Documents sent to the sink's dead-letter topic, by error type.
+    pub rejections: IntCounterVec,
+    /// Bytes consumed and not yet acknowledged by Elasticsearch.
+    pub in_flight_bytes: IntGauge,
+    /// 1 while consumption is paused because in-flight memory is full.
+    pub paused: IntGauge,
+    /// Offsets committed, after Elasticsearch acknowledged every item before them.
+    pub commits: IntCounterVec,
+}
+
+impl SinkMetrics {
+    fn new(registry: &Registry) -> Self {
+        let bulk_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "outbound_sink_bulk_seconds",
+                "Round trip of one bulk request to Elasticsearch.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(bulk_seconds.clone()))
+            .expect("metric registered once");
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        Self {
+            records_in: counter(
+                registry,
+                "outbound_sink_records_in_total",
+                "Records the sink consumed, by output (details, rollups).",
+                &["output"],
+            ),
+            bulk_seconds,
+            requests: counter(
+                registry,
+                "outbound_sink_requests_total",
+                "Bulk requests, by outcome (ok, retry, fatal).",
+                &["outcome"],
+            ),
+            items: counter(
+                registry,
+                "outbound_sink_items_total",
+                "Bulk items by result (created, updated, deleted, not_found, conflict, rejected).",
+                &["result"],
+            ),
+            retries: counter(
+                registry,
+                "outbound_sink_retries_total",
+                "Bulk requests or items sent again, by reason.",
+                &["reason"],
+            ),
+            rejections: counter(
+                registry,
+                "outbound_sink_rejections_total",
+                "Documents sent to the sink's dead-letter topic, by error type.",
+                &["error_type"],
+            ),
+            in_flight_bytes: int_gauge(
+                "outbound_sink_in_flight_bytes",
+                "Bytes consumed by the sink and not yet acknowledged by Elasticsearch.",
+            ),
+            paused: int_gauge(
+                "outbound_sink_paused",
+                "1 while the sink has paused consumption because in-flight memory is full.",
+            ),
+            commits: counter(
+                registry,
+                "outbound_sink_commits_total",
+                "Offset commits of the sink's consumer group, by outcome.",
+                &["outcome"],
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the series of every known label value at zero, so that rare
+    /// events (aborts, dead letters, rebuilds, retries) have a series from the
+    /// start: `rate()` and `increase()` over them read 0 instead of nothing,
+    /// and dashboards and alerts never look at a missing metric
+    /// (<https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics>).
+    /// Label values only known at run time (partitions, fields, error types)
+    /// appear when first recorded.
+    fn init_known_series(&self) {
+        const STAGES: [&str; 3] = ["join", "details", "aggregate"];
+        for outcome in ["committed", "aborted"] {
+            self.transactions.with_label_values(&[outcome]);
+        }
+        for kind in ["assign", "revoke"] {
+            self.rebalances.with_label_values(&[kind]);
+        }
+        for at in ["output", "sink"] {
+            self.end_to_end_seconds.with_label_values(&[at]);
+        }
+        for stage in ["rekey", "join", "details", "aggregate"] {
+            self.processing_seconds.with_label_values(&[stage]);
+        }
+        for reason in [
+            "undecodable_change_event",
+            "unencodable_change",
+            "undecodable_internal_record",
+        ] {
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for reason in ["tombstone", "stale_detail_version"] {
+            self.skipped.with_label_values(&[reason]);
+        }
+        for stage in STAGES {
+            self.state_rebuilds.with_label_values(&[stage]);
+            self.restored_records.with_label_values(&[stage]);
+            self.restore_remaining.with_label_values(&[stage]);
+        }
+        for outcome in ["ok", "retry", "fatal"] {
+            self.sink.requests.with_label_values(&[outcome]);
+        }
+        for outcome in ["ok", "failed"] {
+            self.sink.commits.with_label_values(&[outcome]);
+        }
+        for reason in [
+            "connection",
+            "status_429",
+            "status_5xx",
+            "protocol",
+            "item_429",
+            "item_5xx",
+            "index_missing",
+        ] {
+            self.sink.retries.with_label_values(&[reason]);
+        }
+        self.sink.items.with_label_values(&["rejected"]);
+    }
+}

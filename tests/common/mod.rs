@@ -1,0 +1,371 @@
+//! Helpers for integration tests against the real local stack (brought up by
+//! `stack/stack.sh up`): topics, producing histories, folding output topics
+//! read_committed, computing the expected result with the pure pipeline, and
+//! running the `outbound` binary as a child process that can be killed.
+#![allow(dead_code)]
+
+pub mod history;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outbound_pipeline::config::PipelineConfig;
+use outbound_pipeline::join::DetailChange;
+use outbound_pipeline::store::MemStore;
+use outbound_pipeline::{aggregate, decode, join, rekey, resolve};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use history::{History, SourceRecord, Table};
+
+pub fn bootstrap() -> String {
+    std::env::var("OUTBOUND_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name unique to this test run, so reruns on the same stack never collide.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+pub fn topic_of(prefix: &str, table: Table) -> String {
+    format!("{prefix}.{}.{}", table.db(), table.name())
+}
+
+pub fn pipeline_config(prefix: &str) -> PipelineConfig {
+    PipelineConfig {
+        topic_prefix: prefix.to_owned(),
+        ..PipelineConfig::default()
+    }
+}
+
+/// Creates the three source topics (as Debezium would, keyed by primary key).
+pub fn create_source_topics(prefix: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let names: Vec<String> = Table::ALL.iter().map(|t| topic_of(prefix, *t)).collect();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(topics.iter(), &AdminOptions::new()))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces records in order (per key, as Debezium does: same key, same partition).
+pub fn produce(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    prefix: &str,
+    records: &[SourceRecord],
+) {
+    for r in records {
+        let topic = topic_of(prefix, r.table);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic).key(&r.key);
+        if let Some(v) = &r.value {
+            rec = rec.payload(v);
+        }
+        let mut rec = rec;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// The latest committed value of every key of `topic` (tombstones remove).
+pub fn fold_topic(topic: &str) -> BTreeMap<String, Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("fold"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high > low {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low))
+                .expect("tpl");
+            ends.insert(*p, high);
+        }
+    }
+    let mut out = BTreeMap::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+    while done.values().any(|d| !d) && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            match m.payload() {
+                Some(v) => {
+                    out.insert(
+                        key,
+                        serde_json::from_slice(v).expect("output value is JSON"),
+                    );
+                }
+                None => {
+                    out.remove(&key);
+                }
+            }
+        }
+        // read_committed skips aborted records and markers: judge by position.
+        if let Ok(pos) = consumer.position() {
+            for e in pos.elements() {
+                if let (Offset::Offset(o), Some(end)) = (e.offset(), ends.get(&e.partition())) {
+                    if o >= *end {
+                        done.insert(e.partition(), true);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Detail and rollup outputs the pipeline core computes over the final table
+/// contents (one partition, in-memory state): what the engine must equal.
+pub fn expected(
+    history: &History,
+    prefix: &str,
+) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    let config = pipeline_config(prefix);
+    let (mut join_state, mut resolve_state, mut counters) =
+        (MemStore::new(), MemStore::new(), MemStore::new());
+    let mut details = BTreeMap::new();
+    let mut rollups = BTreeMap::new();
+    for (offset, r) in history::snapshot_records(history, prefix)
+        .iter()
+        .enumerate()
+    {
+        let topic = topic_of(prefix, r.table);
+        let Some(event) = decode::decode_change(&config, &topic, Some(&r.key), r.value.as_deref())
+            .expect("decodes")
+        else {
+            continue;
+        };
+        for (_, change) in rekey::rekey(&event, offset as i64) {
+            let out = join::apply(&config, &mut join_state, &change).expect("join");
+            for d in out.details {
+                if let Some(accepted) = resolve::apply(&mut resolve_state, &d).expect("resolve") {
+                    match accepted {
+                        DetailChange::Upsert { id, doc, .. } => {
+                            details.insert(id, serde_json::to_value(doc).expect("json"));
+                        }
+                        DetailChange::Delete { id, .. } => {
+                            details.remove(&id);
+                        }
+                    }
+                }
+            }
+            for delta in out.deltas {
+                match aggregate::apply(&mut counters, &delta).expect("aggregate") {
+                    aggregate::RollupChange::Upsert { rollup, id, doc } => {
+                        rollups.insert(
+                            format!("{}/{id}", rollup.as_str()),
+                            serde_json::to_value(doc).expect("json"),
+                        );
+                    }
+                    aggregate::RollupChange::Delete { rollup, id } => {
+                        rollups.remove(&format!("{}/{id}", rollup.as_str()));
+                    }
+                }
+            }
+        }
+    }
+    (details, rollups)
+}
+
+/// Polls `check` until it returns `Ok`, or fails with its last error.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}: {e}")
+            }
+            Err(_) => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Describes how two folded outputs differ (for assertion messages).
+pub fn diff(want: &BTreeMap<String, Value>, got: &BTreeMap<String, Value>) -> Result<(), String> {
+    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let differ: Vec<&String> = want
+        .keys()
+        .filter(|k| got.get(*k).is_some_and(|g| g != &want[*k]))
+        .collect();
+    if missing.is_empty() && extra.is_empty() && differ.is_empty() {
+        return Ok(());
+    }
+    let first = differ
+        .first()
+        .map(|k| format!("\n  {k}: want {}\n  {k}: got  {}", want[*k], got[*k]))
+        .unwrap_or_default();
+    Err(format!(
+        "{} missing (e.g. {:?}), {} extra (e.g. {:?}), {} different{first}",
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(3).collect::<Vec<_>>(),
+        differ.len()
+    ))
+}
+
+/// An `outbound run` child process.
+pub struct Outbound {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub struct RunSpec<'a> {
+    pub app_id: &'a str,
+    pub instance: &'a str,
+    pub prefix: &'a str,
+    pub state_dir: &'a Path,
+    pub log_dir: &'a Path,
+    pub partitions: i32,
+}
+
+impl Outbound {
+    pub fn start(spec: &RunSpec<'_>, generation: usize) -> Self {
+        std::fs::create_dir_all(spec.log_dir).expect("log dir");
+        let log = spec
+            .log_dir
+            .join(format!("{}-{generation}.log", spec.instance));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_outbound"))
+            .args([
+                "run",
+                "--app-id",
+                spec.app_id,
+                "--instance-id",
+                spec.instance,
+                "--topic-prefix",
+                spec.prefix,
+            ])
+            .args([
+                "--partitions",
+                &spec.partitions.to_string(),
+                "--metrics-listen",
+                "",
+            ])
+            .arg("--state-dir")
+            .arg(spec.state_dir)
+            .env("OUTBOUND_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
+            .env("OUTBOUND_SINK__IN_RUN", "false")
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("outbound binary starts");
+        Self { child, log }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                panic!(
+                    "outbound did not stop within 60 s of SIGTERM; log {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
