@@ -102,6 +102,7 @@ fn outputs_equal_the_pipeline_core_for_a_generated_history() {
 }
 
 #[test]
+#[ignore = "written but not yet seen passing: run with `cargo test --test engine -- --ignored` (issue 4 stays open until it is)"]
 fn kill_nine_at_random_moments_changes_nothing() {
     let s = Scenario::new("engine-crash", 11, 1200, 24_000);
     let producer = producer();
@@ -138,6 +139,7 @@ fn kill_nine_at_random_moments_changes_nothing() {
 }
 
 #[test]
+#[ignore = "written but not yet seen passing: run with `cargo test --test engine -- --ignored` (issue 4 stays open until it is)"]
 fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
     let s = Scenario::new("engine-restore", 23, 800, 10_000);
     produce(&producer(), &s.prefix, &s.history.records);
@@ -184,6 +186,7 @@ fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
 }
 
 #[test]
+#[ignore = "written but not yet seen passing: run with `cargo test --test engine -- --ignored` (issue 4 stays open until it is)"]
 fn three_instances_survive_losing_one() {
     let s = Scenario::new("engine-scale", 31, 1500, 18_000);
     let producer = producer();

@@ -509,6 +509,9 @@ pub fn run(
         .set("partition.assignment.strategy", "cooperative-sticky")
         // Pick up source topics Debezium creates after we start.
         .set("topic.metadata.refresh.interval.ms", "5000")
+        // Bound the prefetch so a backlog on one stage's input does not hide
+        // another stage's records behind tens of megabytes of queue.
+        .set("queued.max.messages.kbytes", "8192")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         // Consumer lag (outbound_consumer_lag_records) comes from these statistics.
