@@ -86,6 +86,7 @@ fn restored_records(log: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "written but not yet seen passing: run with `cargo test --test engine -- --ignored` (issue 4 stays open until it is)"]
 fn outputs_equal_the_pipeline_core_for_a_generated_history() {
     let s = Scenario::new("engine-eq", 7, 1500, 20_000);
     let producer = producer();
