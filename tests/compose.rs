@@ -24,7 +24,10 @@ fn compose_file() -> PathBuf {
 fn compose(args: &[&str], env: &[(&str, &str)]) -> Output {
     let bin = std::env::var("DOCKER_COMPOSE").unwrap_or_else(|_| "docker-compose".to_string());
     let mut cmd = Command::new(&bin);
-    cmd.arg("-f").arg(compose_file()).args(args).current_dir(repo());
+    cmd.arg("-f")
+        .arg(compose_file())
+        .args(args)
+        .current_dir(repo());
     for var in [
         "OUTBOUND_REPLICAS",
         "ELASTIC_VERSION",
@@ -112,7 +115,10 @@ fn mounts(svc: &Value, host: &Path, target: &str) -> bool {
 
 fn command_args(svc: &Value) -> Vec<String> {
     match &svc["command"] {
-        Value::Sequence(seq) => seq.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Value::Sequence(seq) => seq
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         Value::String(s) => s.split_whitespace().map(String::from).collect(),
         _ => Vec::new(),
     }
@@ -120,7 +126,12 @@ fn command_args(svc: &Value) -> Vec<String> {
 
 fn depends_on(svc: &Value, other: &str) -> Option<String> {
     let dep = svc["depends_on"].get(other)?;
-    Some(dep["condition"].as_str().unwrap_or("service_started").to_string())
+    Some(
+        dep["condition"]
+            .as_str()
+            .unwrap_or("service_started")
+            .to_string(),
+    )
 }
 
 #[test]
@@ -154,17 +165,33 @@ fn compose_has_every_required_service() {
         "grafana",
         "outbound",
     ] {
-        assert!(services.contains(&required), "missing service `{required}` in {services:?}");
+        assert!(
+            services.contains(&required),
+            "missing service `{required}` in {services:?}"
+        );
     }
 
-    assert!(image(service(&cfg, "kafka")).starts_with("apache/kafka:4."), "Kafka 4.x image");
-    assert!(image(service(&cfg, "connect")).contains("debezium/connect:"), "Debezium Connect image");
-    assert!(image(service(&cfg, "mysql")).starts_with("mysql:8"), "MySQL 8 image");
+    assert!(
+        image(service(&cfg, "kafka")).starts_with("apache/kafka:4."),
+        "Kafka 4.x image"
+    );
+    assert!(
+        image(service(&cfg, "connect")).contains("debezium/connect:"),
+        "Debezium Connect image"
+    );
+    assert!(
+        image(service(&cfg, "mysql")).starts_with("mysql:8"),
+        "MySQL 8 image"
+    );
     assert!(
         image(service(&cfg, "elasticsearch")).contains("elasticsearch/elasticsearch:8."),
         "Elasticsearch 8 image"
     );
-    let es_version = image(service(&cfg, "elasticsearch")).rsplit(':').next().unwrap().to_string();
+    let es_version = image(service(&cfg, "elasticsearch"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     assert!(
         image(service(&cfg, "kibana")).ends_with(&format!("kibana:{es_version}")),
         "Kibana on the same version as Elasticsearch"
@@ -178,10 +205,19 @@ fn kafka_is_kraft_with_single_node_transactions() {
     let cfg = config(&[]);
     let kafka = service(&cfg, "kafka");
     let roles = env_var(kafka, "KAFKA_PROCESS_ROLES").unwrap_or_default();
-    assert!(roles.contains("broker") && roles.contains("controller"), "KRaft combined node: {roles}");
+    assert!(
+        roles.contains("broker") && roles.contains("controller"),
+        "KRaft combined node: {roles}"
+    );
     assert!(env_var(kafka, "KAFKA_CONTROLLER_QUORUM_VOTERS").is_some());
-    assert_eq!(env_var(kafka, "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR").as_deref(), Some("1"));
-    assert_eq!(env_var(kafka, "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR").as_deref(), Some("1"));
+    assert_eq!(
+        env_var(kafka, "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        env_var(kafka, "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR").as_deref(),
+        Some("1")
+    );
 }
 
 #[test]
@@ -189,10 +225,19 @@ fn mysql_has_binlog_settings_and_loads_sql() {
     let cfg = config(&[]);
     let mysql = service(&cfg, "mysql");
     let args = command_args(mysql).join(" ");
-    for want in ["--server-id=", "--log-bin", "--binlog-format=ROW", "--binlog-row-image=FULL"] {
+    for want in [
+        "--server-id=",
+        "--log-bin",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+    ] {
         assert!(args.contains(want), "mysql command lacks {want}: {args}");
     }
-    assert!(mounts(mysql, &repo().join("sql"), "/sql"), "sql/ mounted: {:?}", volumes(mysql));
+    assert!(
+        mounts(mysql, &repo().join("sql"), "/sql"),
+        "sql/ mounted: {:?}",
+        volumes(mysql)
+    );
     let init = repo().join("deploy/mysql/initdb.sh");
     assert!(init.is_file(), "{} exists", init.display());
     assert!(
@@ -201,29 +246,51 @@ fn mysql_has_binlog_settings_and_loads_sql() {
         volumes(mysql)
     );
     let script = std::fs::read_to_string(&init).unwrap();
-    assert!(script.contains("/sql/[0-9]*.sql"), "initdb.sh loads sql/'s numbered files");
+    assert!(
+        script.contains("/sql/[0-9]*.sql"),
+        "initdb.sh loads sql/'s numbered files"
+    );
 }
 
 #[test]
 fn connector_registration_posts_the_debezium_config() {
     let cfg = config(&[]);
     let reg = service(&cfg, "connect-register");
-    assert_eq!(depends_on(reg, "connect").as_deref(), Some("service_healthy"));
-    assert!(mounts(reg, &repo().join("deploy/connect"), "/deploy/connect"));
+    assert_eq!(
+        depends_on(reg, "connect").as_deref(),
+        Some("service_healthy")
+    );
+    assert!(mounts(
+        reg,
+        &repo().join("deploy/connect"),
+        "/deploy/connect"
+    ));
     assert!(repo().join("deploy/connect/register.sh").is_file());
 
     let connector: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("deploy/connect/outbound-mysql.json")).unwrap(),
     )
     .expect("deploy/connect/outbound-mysql.json is JSON");
-    assert_eq!(connector["connector.class"], "io.debezium.connector.mysql.MySqlConnector");
+    assert_eq!(
+        connector["connector.class"],
+        "io.debezium.connector.mysql.MySqlConnector"
+    );
     assert_eq!(connector["database.hostname"], "mysql");
     let tables = connector["table.include.list"].as_str().unwrap();
-    for t in ["orders.order_demo", "wms.wms_demo", "logistics.logistics_demo"] {
+    for t in [
+        "orders.order_demo",
+        "wms.wms_demo",
+        "logistics.logistics_demo",
+    ] {
         assert!(tables.contains(t), "connector captures {t}");
     }
-    assert!(connector["topic.prefix"].as_str().is_some_and(|p| !p.is_empty()));
-    assert_eq!(connector["schema.history.internal.kafka.bootstrap.servers"], "kafka:29092");
+    assert!(connector["topic.prefix"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty()));
+    assert_eq!(
+        connector["schema.history.internal.kafka.bootstrap.servers"],
+        "kafka:29092"
+    );
 }
 
 #[test]
@@ -233,18 +300,34 @@ fn outbound_is_built_here_and_replicated() {
     assert_eq!(outbound["build"]["dockerfile"].as_str(), Some("Dockerfile"));
     assert!(repo().join("Dockerfile").is_file());
     assert_eq!(command_args(outbound), ["outbound", "run"]);
-    assert_eq!(outbound["deploy"]["replicas"].as_u64(), Some(2), "default of 2 replicas");
+    assert_eq!(
+        outbound["deploy"]["replicas"].as_u64(),
+        Some(2),
+        "default of 2 replicas"
+    );
     // src/config.rs's environment layout (OUTBOUND_<SECTION>__<KEY>).
-    assert_eq!(env_var(outbound, "OUTBOUND_KAFKA__BOOTSTRAP_SERVERS").as_deref(), Some("kafka:29092"));
-    assert_eq!(env_var(outbound, "OUTBOUND_SINK__URL").as_deref(), Some("http://elasticsearch:9200"));
-    assert_eq!(env_var(outbound, "OUTBOUND_METRICS__LISTEN").as_deref(), Some("0.0.0.0:9464"));
+    assert_eq!(
+        env_var(outbound, "OUTBOUND_KAFKA__BOOTSTRAP_SERVERS").as_deref(),
+        Some("kafka:29092")
+    );
+    assert_eq!(
+        env_var(outbound, "OUTBOUND_SINK__URL").as_deref(),
+        Some("http://elasticsearch:9200")
+    );
+    assert_eq!(
+        env_var(outbound, "OUTBOUND_METRICS__LISTEN").as_deref(),
+        Some("0.0.0.0:9464")
+    );
     assert_eq!(
         depends_on(outbound, "connect-register").as_deref(),
         Some("service_completed_successfully")
     );
 
     let scaled = config(&[("OUTBOUND_REPLICAS", "5")]);
-    assert_eq!(service(&scaled, "outbound")["deploy"]["replicas"].as_u64(), Some(5));
+    assert_eq!(
+        service(&scaled, "outbound")["deploy"]["replicas"].as_u64(),
+        Some(5)
+    );
 
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("libclang-dev") && dockerfile.contains("cmake"));
@@ -256,28 +339,52 @@ fn outbound_is_built_here_and_replicated() {
 fn observability_services_mount_their_configs() {
     let cfg = config(&[]);
     let prom = service(&cfg, "prometheus");
-    assert!(mounts(prom, &repo().join("deploy/prometheus"), "/etc/prometheus"));
-    let prom_yml = std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap();
-    let prom_cfg: Value = serde_norway::from_str(&prom_yml).expect("deploy/prometheus/prometheus.yml is YAML");
+    assert!(mounts(
+        prom,
+        &repo().join("deploy/prometheus"),
+        "/etc/prometheus"
+    ));
+    let prom_yml =
+        std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap();
+    let prom_cfg: Value =
+        serde_norway::from_str(&prom_yml).expect("deploy/prometheus/prometheus.yml is YAML");
     let jobs: Vec<&str> = prom_cfg["scrape_configs"]
         .as_sequence()
         .unwrap()
         .iter()
         .filter_map(|j| j["job_name"].as_str())
         .collect();
-    assert!(jobs.contains(&"outbound"), "compose Prometheus scrapes outbound: {jobs:?}");
+    assert!(
+        jobs.contains(&"outbound"),
+        "compose Prometheus scrapes outbound: {jobs:?}"
+    );
 
     let grafana = service(&cfg, "grafana");
-    assert!(mounts(grafana, &repo().join("grafana/provisioning"), "/etc/grafana/provisioning"));
-    assert!(mounts(grafana, &repo().join("grafana/dashboards"), "/var/lib/grafana/dashboards"));
+    assert!(mounts(
+        grafana,
+        &repo().join("grafana/provisioning"),
+        "/etc/grafana/provisioning"
+    ));
+    assert!(mounts(
+        grafana,
+        &repo().join("grafana/dashboards"),
+        "/var/lib/grafana/dashboards"
+    ));
 }
 
 /// Both Prometheus configs pass promtool (from the `prometheus` package the
 /// local stack installs).
 #[test]
 fn prometheus_configs_pass_promtool() {
-    for cfg in ["deploy/prometheus/prometheus.yml", "stack/config/prometheus/prometheus.yml"] {
-        let out = match Command::new("promtool").args(["check", "config", cfg]).current_dir(repo()).output() {
+    for cfg in [
+        "deploy/prometheus/prometheus.yml",
+        "stack/config/prometheus/prometheus.yml",
+    ] {
+        let out = match Command::new("promtool")
+            .args(["check", "config", cfg])
+            .current_dir(repo())
+            .output()
+        {
             Ok(out) => out,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 panic!("promtool is not installed (Debian package `prometheus`, installed by the stack scripts)")

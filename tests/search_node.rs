@@ -24,7 +24,12 @@ fn agent() -> ureq::Agent {
 }
 
 /// Sends a request; returns (status, JSON body). Panics on transport errors.
-fn call(agent: &ureq::Agent, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, Value) {
+fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    path: &str,
+    body: Option<(&str, String)>,
+) -> (u16, Value) {
     let url = format!("{}{}", base_url(), path);
     let result = match (method, body) {
         ("GET", None) => agent.get(&url).call(),
@@ -81,7 +86,10 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = self.agent.delete(format!("{}/{}-*", base_url(), self.name)).call();
+        let _ = self
+            .agent
+            .delete(format!("{}/{}-*", base_url(), self.name))
+            .call();
         let _ = self
             .agent
             .delete(format!("{}/_index_template/{}", base_url(), self.name))
@@ -95,22 +103,44 @@ fn search_node_answers_with_a_version() {
     let root = wait_for_node(&agent);
     let version = root["version"]["number"].as_str().unwrap();
     assert!(
-        version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_some(),
+        version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some(),
         "a version number: {root}"
     );
-    let (status, health) = call(&agent, "GET", "/_cluster/health?wait_for_status=yellow&timeout=60s", None);
+    let (status, health) = call(
+        &agent,
+        "GET",
+        "/_cluster/health?wait_for_status=yellow&timeout=60s",
+        None,
+    );
     assert_eq!(status, 200, "cluster health: {health}");
-    assert!(matches!(health["status"].as_str(), Some("green" | "yellow")), "{health}");
+    assert!(
+        matches!(health["status"].as_str(), Some("green" | "yellow")),
+        "{health}"
+    );
 }
 
 #[test]
 fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
     let agent = agent();
     wait_for_node(&agent);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let name = format!("outbound-test-search-{}-{}", std::process::id(), nanos % 1_000_000_000);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "outbound-test-search-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
     let alias = format!("{name}-alias");
-    let _cleanup = Cleanup { agent: agent.clone(), name: name.clone() };
+    let _cleanup = Cleanup {
+        agent: agent.clone(),
+        name: name.clone(),
+    };
 
     // Index template with the mapping types and an alias, as issue 5 installs.
     let (status, body) = call(
@@ -136,35 +166,58 @@ fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
         })),
     );
     assert_eq!(status, 200, "index template: {body}");
-    let (status, body) = call(&agent, "PUT", &format!("/{name}-000001"), json_body(json!({})));
+    let (status, body) = call(
+        &agent,
+        "PUT",
+        &format!("/{name}-000001"),
+        json_body(json!({})),
+    );
     assert_eq!(status, 200, "create index: {body}");
     let (_, mapping) = call(&agent, "GET", &format!("/{alias}/_mapping"), None);
     let props = &mapping[format!("{name}-000001")]["mappings"]["properties"];
-    assert_eq!(props["cost"]["type"], "scaled_float", "template applied through the alias: {mapping}");
+    assert_eq!(
+        props["cost"]["type"], "scaled_float",
+        "template applied through the alias: {mapping}"
+    );
 
     // Bulk through the alias with external_gte versions, as the sink writes.
-    let doc = |day: &str, wh: &str, order: &str, cost: &str, units: u64| {
-        json!({"day": day, "warehouse": wh, "order_id": order, "cost": cost, "units": units})
-    };
+    let doc = |day: &str, wh: &str, order: &str, cost: &str, units: u64| json!({"day": day, "warehouse": wh, "order_id": order, "cost": cost, "units": units});
     let lines = [
-        (json!({"index": {"_index": alias, "_id": "a", "version": 5, "version_type": "external_gte"}}),
-         Some(doc("2024-01-01", "w1", "o1", "12.34", 2))),
+        (
+            json!({"index": {"_index": alias, "_id": "a", "version": 5, "version_type": "external_gte"}}),
+            Some(doc("2024-01-01", "w1", "o1", "12.34", 2)),
+        ),
         // Same version again (a replay): accepted, content unchanged.
-        (json!({"index": {"_index": alias, "_id": "a", "version": 5, "version_type": "external_gte"}}),
-         Some(doc("2024-01-01", "w1", "o1", "12.34", 2))),
+        (
+            json!({"index": {"_index": alias, "_id": "a", "version": 5, "version_type": "external_gte"}}),
+            Some(doc("2024-01-01", "w1", "o1", "12.34", 2)),
+        ),
         // An older version: rejected with a version conflict.
-        (json!({"index": {"_index": alias, "_id": "a", "version": 3, "version_type": "external_gte"}}),
-         Some(doc("2024-01-01", "w1", "o1", "99.99", 9))),
-        (json!({"index": {"_index": alias, "_id": "b", "version": 7, "version_type": "external_gte"}}),
-         Some(doc("2024-01-01", "w2", "o2", "0.66", 1))),
-        (json!({"index": {"_index": alias, "_id": "c", "version": 8, "version_type": "external_gte"}}),
-         Some(doc("2024-01-02", "w1", "o1", "5.01", 4))),
-        (json!({"index": {"_index": alias, "_id": "d", "version": 9, "version_type": "external_gte"}}),
-         Some(doc("2024-01-02", "w1", "o3", "1.10", 3))),
+        (
+            json!({"index": {"_index": alias, "_id": "a", "version": 3, "version_type": "external_gte"}}),
+            Some(doc("2024-01-01", "w1", "o1", "99.99", 9)),
+        ),
+        (
+            json!({"index": {"_index": alias, "_id": "b", "version": 7, "version_type": "external_gte"}}),
+            Some(doc("2024-01-01", "w2", "o2", "0.66", 1)),
+        ),
+        (
+            json!({"index": {"_index": alias, "_id": "c", "version": 8, "version_type": "external_gte"}}),
+            Some(doc("2024-01-02", "w1", "o1", "5.01", 4)),
+        ),
+        (
+            json!({"index": {"_index": alias, "_id": "d", "version": 9, "version_type": "external_gte"}}),
+            Some(doc("2024-01-02", "w1", "o3", "1.10", 3)),
+        ),
         // Deleted afterwards with a newer version: gone from the aggregations.
-        (json!({"index": {"_index": alias, "_id": "e", "version": 10, "version_type": "external_gte"}}),
-         Some(doc("2024-01-02", "w9", "o9", "1000", 100))),
-        (json!({"delete": {"_index": alias, "_id": "e", "version": 11, "version_type": "external_gte"}}), None),
+        (
+            json!({"index": {"_index": alias, "_id": "e", "version": 10, "version_type": "external_gte"}}),
+            Some(doc("2024-01-02", "w9", "o9", "1000", 100)),
+        ),
+        (
+            json!({"delete": {"_index": alias, "_id": "e", "version": 11, "version_type": "external_gte"}}),
+            None,
+        ),
     ];
     let mut ndjson = String::new();
     for (action, source) in &lines {
@@ -186,12 +239,23 @@ fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|item| item.as_object().unwrap().values().next().unwrap()["status"].as_u64().unwrap())
+        .map(|item| {
+            item.as_object().unwrap().values().next().unwrap()["status"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(statuses, [201, 200, 409, 201, 201, 201, 201, 200], "bulk item statuses: {bulk}");
+    assert_eq!(
+        statuses,
+        [201, 200, 409, 201, 201, 201, 201, 200],
+        "bulk item statuses: {bulk}"
+    );
     let (_, a) = call(&agent, "GET", &format!("/{alias}/_doc/a"), None);
     assert_eq!(a["_version"], 5);
-    assert_eq!(a["_source"]["cost"], "12.34", "the older version did not overwrite: {a}");
+    assert_eq!(
+        a["_source"]["cost"], "12.34",
+        "the older version did not overwrite: {a}"
+    );
 
     // The aggregations the rollup visualizations run.
     let (status, res) = call(
@@ -219,7 +283,9 @@ fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
     );
     assert_eq!(status, 200, "search: {res}");
     assert_eq!(res["hits"]["total"]["value"], 4, "{res}");
-    let buckets = res["aggregations"]["per_day"]["buckets"].as_array().unwrap();
+    let buckets = res["aggregations"]["per_day"]["buckets"]
+        .as_array()
+        .unwrap();
     let summary: Vec<(String, u64, i64, f64, u64, Vec<(String, f64)>)> = buckets
         .iter()
         .map(|b| {
@@ -234,7 +300,12 @@ fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|w| (w["key"].as_str().unwrap().to_string(), w["units"]["value"].as_f64().unwrap()))
+                    .map(|w| {
+                        (
+                            w["key"].as_str().unwrap().to_string(),
+                            w["units"]["value"].as_f64().unwrap(),
+                        )
+                    })
                     .collect(),
             )
         })
@@ -242,8 +313,22 @@ fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
     assert_eq!(
         summary,
         vec![
-            ("2024-01-01".to_string(), 2, 1300, 3.0, 2, vec![("w1".to_string(), 2.0), ("w2".to_string(), 1.0)]),
-            ("2024-01-02".to_string(), 2, 611, 7.0, 2, vec![("w1".to_string(), 7.0)]),
+            (
+                "2024-01-01".to_string(),
+                2,
+                1300,
+                3.0,
+                2,
+                vec![("w1".to_string(), 2.0), ("w2".to_string(), 1.0)]
+            ),
+            (
+                "2024-01-02".to_string(),
+                2,
+                611,
+                7.0,
+                2,
+                vec![("w1".to_string(), 7.0)]
+            ),
         ],
         "aggregation result: {res}"
     );

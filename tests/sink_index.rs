@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use outbound::pipeline::docs::{
-    rollup_doc, DataQuality, ItemFields, ItemStatus, OrderFields, OrderItemDoc, ShipmentFields, SourceTimes,
+    rollup_doc, DataQuality, ItemFields, ItemStatus, OrderFields, OrderItemDoc, ShipmentFields,
+    SourceTimes,
 };
 use outbound::pipeline::model::Timestamp;
 use outbound::pipeline::rollup::{Measures, RollupKey};
@@ -25,7 +26,11 @@ use sink_support::*;
 const PARTITIONS: i32 = 3;
 
 fn ts(rfc3339: &str) -> Timestamp {
-    Timestamp(chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_micros())
+    Timestamp(
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_micros(),
+    )
 }
 
 pub fn detail_doc(id: u32, version: u32) -> OrderItemDoc {
@@ -34,7 +39,11 @@ pub fn detail_doc(id: u32, version: u32) -> OrderItemDoc {
     let order_id = format!("o{}", id / 2);
     OrderItemDoc {
         order_id: Some(order_id.clone()),
-        status: if shipped { ItemStatus::Shipped } else { ItemStatus::Pending },
+        status: if shipped {
+            ItemStatus::Shipped
+        } else {
+            ItemStatus::Pending
+        },
         ship_day: shipped.then_some(day),
         warehouse: format!("wh{}", id % 2),
         courier: Some(["DHL", "FETCHR", "BlueDart"][(id % 3) as usize].into()),
@@ -68,11 +77,19 @@ pub fn detail_doc(id: u32, version: u32) -> OrderItemDoc {
             updated_at: None,
         }),
         data_quality: if id % 7 == 0 {
-            vec![DataQuality { field: "order.order_value".into(), raw: Some("Rs abc".into()), problem: "unparseable".into() }]
+            vec![DataQuality {
+                field: "order.order_value".into(),
+                raw: Some("Rs abc".into()),
+                problem: "unparseable".into(),
+            }]
         } else {
             Vec::new()
         },
-        source: SourceTimes { item_ts_ms: 1_714_550_400_000, order_ts_ms: Some(1_714_550_400_001), shipment_ts_ms: None },
+        source: SourceTimes {
+            item_ts_ms: 1_714_550_400_000,
+            order_ts_ms: Some(1_714_550_400_001),
+            shipment_ts_ms: None,
+        },
     }
 }
 
@@ -82,11 +99,25 @@ pub fn rollup_records(version: i64) -> Vec<(String, String)> {
     for d in 1..=3u32 {
         for wh in ["wh0", "wh1"] {
             for t in [Some("phone"), None] {
-                let key = RollupKey::UnitsDaily { day: day(d), warehouse: wh.into(), item_type: t.map(Into::into) };
-                let m = Measures { items: 2, units: 3 + version + i64::from(d), ..Measures::default() };
-                out.push((key.qualified_id(), serde_json::to_string(&rollup_doc(&key, &m)).unwrap()));
+                let key = RollupKey::UnitsDaily {
+                    day: day(d),
+                    warehouse: wh.into(),
+                    item_type: t.map(Into::into),
+                };
+                let m = Measures {
+                    items: 2,
+                    units: 3 + version + i64::from(d),
+                    ..Measures::default()
+                };
+                out.push((
+                    key.qualified_id(),
+                    serde_json::to_string(&rollup_doc(&key, &m)).unwrap(),
+                ));
             }
-            let key = RollupKey::WarehouseDaily { day: day(d), warehouse: wh.into() };
+            let key = RollupKey::WarehouseDaily {
+                day: day(d),
+                warehouse: wh.into(),
+            };
             let m = Measures {
                 items: 2,
                 units: 5,
@@ -94,12 +125,27 @@ pub fn rollup_records(version: i64) -> Vec<(String, String)> {
                 order_value: Decimal::new(5_275_500, 2),
                 ..Measures::default()
             };
-            out.push((key.qualified_id(), serde_json::to_string(&rollup_doc(&key, &m)).unwrap()));
+            out.push((
+                key.qualified_id(),
+                serde_json::to_string(&rollup_doc(&key, &m)).unwrap(),
+            ));
         }
         for c in [Some("DHL"), Some("a|b/c"), None] {
-            let key = RollupKey::CourierDaily { day: day(d), courier: c.map(Into::into) };
-            let m = Measures { items: 1, orders: 1 + version, shipments: 1, shipping_cost: Decimal::new(245, 1), ..Measures::default() };
-            out.push((key.qualified_id(), serde_json::to_string(&rollup_doc(&key, &m)).unwrap()));
+            let key = RollupKey::CourierDaily {
+                day: day(d),
+                courier: c.map(Into::into),
+            };
+            let m = Measures {
+                items: 1,
+                orders: 1 + version,
+                shipments: 1,
+                shipping_cost: Decimal::new(245, 1),
+                ..Measures::default()
+            };
+            out.push((
+                key.qualified_id(),
+                serde_json::to_string(&rollup_doc(&key, &m)).unwrap(),
+            ));
         }
     }
     out
@@ -109,7 +155,10 @@ pub fn rollup_records(version: i64) -> Vec<(String, String)> {
 /// from the latest committed record of each key.
 fn expected(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<String, (i64, Value)>> {
     let mut latest: BTreeMap<(String, String), (i64, Option<Vec<u8>>)> = BTreeMap::new();
-    for (topic, is_rollups) in [(config.topic("details"), false), (config.topic("rollups"), true)] {
+    for (topic, is_rollups) in [
+        (config.topic("details"), false),
+        (config.topic("rollups"), true),
+    ] {
         for (_, offset, key, value) in read_committed_records(&topic, PARTITIONS) {
             let (alias, id) = if is_rollups {
                 let (r, id) = key.split_once('/').unwrap();
@@ -121,8 +170,16 @@ fn expected(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<Stri
         }
     }
     let mut out: BTreeMap<String, BTreeMap<String, (i64, Value)>> = BTreeMap::new();
-    for alias in ["outbound_details", "units_daily", "courier_daily", "warehouse_daily"] {
-        out.insert(format!("{}{alias}", config.sink.index_prefix), BTreeMap::new());
+    for alias in [
+        "outbound_details",
+        "units_daily",
+        "courier_daily",
+        "warehouse_daily",
+    ] {
+        out.insert(
+            format!("{}{alias}", config.sink.index_prefix),
+            BTreeMap::new(),
+        );
     }
     for ((alias, id), (offset, value)) in latest {
         let Some(v) = value else { continue };
@@ -140,14 +197,19 @@ fn expected(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<Stri
 }
 
 fn indexed(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<String, (i64, Value)>> {
-    ["outbound_details", "units_daily", "courier_daily", "warehouse_daily"]
-        .iter()
-        .map(|a| {
-            let alias = format!("{}{a}", config.sink.index_prefix);
-            let docs = all_docs(&alias);
-            (alias, docs)
-        })
-        .collect()
+    [
+        "outbound_details",
+        "units_daily",
+        "courier_daily",
+        "warehouse_daily",
+    ]
+    .iter()
+    .map(|a| {
+        let alias = format!("{}{a}", config.sink.index_prefix);
+        let docs = all_docs(&alias);
+        (alias, docs)
+    })
+    .collect()
 }
 
 #[test]
@@ -166,25 +228,48 @@ fn sink_indexes_committed_records_at_their_offsets_and_replay_changes_nothing() 
 
     // First generation of every document, in a few transactions.
     for chunk in (1..=60u32).collect::<Vec<_>>().chunks(20) {
-        let records: Vec<_> = chunk.iter().map(|&id| rec(&details, id.to_string(), doc(id, 0))).collect();
+        let records: Vec<_> = chunk
+            .iter()
+            .map(|&id| rec(&details, id.to_string(), doc(id, 0)))
+            .collect();
         producer.send(&records, true);
     }
-    producer.send(&rollup_records(0).into_iter().map(|(k, v)| rec(&rollups, k, Some(v))).collect::<Vec<_>>(), true);
+    producer.send(
+        &rollup_records(0)
+            .into_iter()
+            .map(|(k, v)| rec(&rollups, k, Some(v)))
+            .collect::<Vec<_>>(),
+        true,
+    );
 
     // An aborted transaction: must never be indexed.
     producer.send(
-        &[rec(&details, "999".into(), doc(999, 0)), rec(&details, "1".into(), doc(1, 9))],
+        &[
+            rec(&details, "999".into(), doc(999, 0)),
+            rec(&details, "1".into(), doc(1, 9)),
+        ],
         false,
     );
     // Updates, deletes, and two unusable records.
-    let mut records: Vec<_> = (1..=20u32).map(|id| rec(&details, id.to_string(), doc(id, 1))).collect();
+    let mut records: Vec<_> = (1..=20u32)
+        .map(|id| rec(&details, id.to_string(), doc(id, 1)))
+        .collect();
     records.extend((50..=55u32).map(|id| rec(&details, id.to_string(), None)));
     let mut bad = serde_json::to_value(detail_doc(61, 0)).unwrap();
     bad["item"]["item_qty"] = Value::from("lots");
     records.push(rec(&details, "bad-1".into(), Some(bad.to_string())));
-    records.push(rec(&rollups, "hourly/2024-05-01|x".into(), Some("{}".into())));
+    records.push(rec(
+        &rollups,
+        "hourly/2024-05-01|x".into(),
+        Some("{}".into()),
+    ));
     let rolled = rollup_records(1);
-    records.extend(rolled.iter().take(5).map(|(k, v)| rec(&rollups, k.clone(), Some(v.clone()))));
+    records.extend(
+        rolled
+            .iter()
+            .take(5)
+            .map(|(k, v)| rec(&rollups, k.clone(), Some(v.clone()))),
+    );
     records.push(rec(&rollups, rolled[7].0.clone(), None));
     producer.send(&records, true);
 
@@ -193,16 +278,29 @@ fn sink_indexes_committed_records_at_their_offsets_and_replay_changes_nothing() 
     wait_committed_to_end(&group, &[&details, &rollups], PARTITIONS);
     let want = expected(&config);
     let got = indexed(&config);
-    assert_eq!(want.values().map(BTreeMap::len).sum::<usize>(), 60 - 6 + rollup_records(0).len() - 1);
+    assert_eq!(
+        want.values().map(BTreeMap::len).sum::<usize>(),
+        60 - 6 + rollup_records(0).len() - 1
+    );
     for (alias, docs) in &want {
-        assert_eq!(got[alias].keys().collect::<Vec<_>>(), docs.keys().collect::<Vec<_>>(), "ids in {alias}");
+        assert_eq!(
+            got[alias].keys().collect::<Vec<_>>(),
+            docs.keys().collect::<Vec<_>>(),
+            "ids in {alias}"
+        );
         for (id, (version, source)) in docs {
             let (got_version, got_source) = &got[alias][id];
             assert_eq!(got_source, source, "{alias}/{id} content");
-            assert_eq!(got_version, version, "{alias}/{id} version = offset of its latest record");
+            assert_eq!(
+                got_version, version,
+                "{alias}/{id} version = offset of its latest record"
+            );
         }
     }
-    assert!(!got[&config.sink.details_alias()].contains_key("999"), "aborted record indexed");
+    assert!(
+        !got[&config.sink.details_alias()].contains_key("999"),
+        "aborted record indexed"
+    );
     // The legacy alias reads the same index.
     let legacy = all_docs(&config.sink.details_legacy_alias());
     assert_eq!(legacy.len(), want[&config.sink.details_alias()].len());
@@ -220,7 +318,9 @@ fn sink_indexes_committed_records_at_their_offsets_and_replay_changes_nothing() 
 
     // Replay everything from offset 0: no version or content changes.
     reset_group_to_beginning(&group, &[&details, &rollups], PARTITIONS);
-    assert!(committed(&group, &details, PARTITIONS).values().all(|o| *o == 0));
+    assert!(committed(&group, &details, PARTITIONS)
+        .values()
+        .all(|o| *o == 0));
     let replay = RunningSink::start(&config);
     wait_committed_to_end(&group, &[&details, &rollups], PARTITIONS);
     let total: u64 = want.values().map(|d| d.len() as u64).sum();
@@ -230,7 +330,10 @@ fn sink_indexes_committed_records_at_their_offsets_and_replay_changes_nothing() 
     });
     // Only a deleted document can be re-created transiently (once the index
     // forgot its delete, after index.gc_deletes), and its tombstone follows.
-    assert!(replay.counter("items", "created") <= 6, "a replay creates nothing that stays");
+    assert!(
+        replay.counter("items", "created") <= 6,
+        "a replay creates nothing that stays"
+    );
     let after = indexed(&config);
     assert_eq!(after, got, "replay changed a document's version or content");
     replay.stop();

@@ -71,9 +71,21 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     let rollups = config.topic("rollups");
     create_topics(&[&details, &rollups], PARTITIONS);
     let producer = TxnProducer::new(&format!("{token}-producer"));
-    let rec = |key: u32, value: Option<String>| (details.clone(), partition_of(&key.to_string(), PARTITIONS), key.to_string(), value);
+    let rec = |key: u32, value: Option<String>| {
+        (
+            details.clone(),
+            partition_of(&key.to_string(), PARTITIONS),
+            key.to_string(),
+            value,
+        )
+    };
 
-    producer.send(&(1..=100).map(|id| rec(id, Some(doc(id, 0)))).collect::<Vec<_>>(), true);
+    producer.send(
+        &(1..=100)
+            .map(|id| rec(id, Some(doc(id, 0))))
+            .collect::<Vec<_>>(),
+        true,
+    );
     let sink = RunningSink::start(&config);
     let group = outbound::sink::group_id(&config);
     wait_committed_to_end(&group, &[&details], PARTITIONS);
@@ -91,7 +103,11 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
         (sink.counter("retries", "connection") >= 4).then_some(())
     });
     assert!(sink.is_running(), "the sink stopped during the outage");
-    assert_eq!(committed(&group, &details, PARTITIONS), before, "offsets committed while nothing was acknowledged");
+    assert_eq!(
+        committed(&group, &details, PARTITIONS),
+        before,
+        "offsets committed while nothing was acknowledged"
+    );
 
     stack("up");
     wait_committed_to_end(&group, &[&details], PARTITIONS);
@@ -100,13 +116,21 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     // Expected: the latest committed record of every key.
     let mut want: BTreeMap<String, (i64, Option<Value>)> = BTreeMap::new();
     for (_, offset, key, value) in read_committed_records(&details, PARTITIONS) {
-        want.insert(key, (offset, value.map(|v| serde_json::from_slice(&v).unwrap())));
+        want.insert(
+            key,
+            (offset, value.map(|v| serde_json::from_slice(&v).unwrap())),
+        );
     }
-    let want: BTreeMap<String, (i64, Value)> =
-        want.into_iter().filter_map(|(k, (o, v))| v.map(|v| (k, (o, v)))).collect();
+    let want: BTreeMap<String, (i64, Value)> = want
+        .into_iter()
+        .filter_map(|(k, (o, v))| v.map(|v| (k, (o, v))))
+        .collect();
     assert_eq!(want.len(), 150 - 11);
     let got = all_docs(&config.sink.details_alias());
-    assert_eq!(got, want, "index after the outage differs from the topic's latest records");
+    assert_eq!(
+        got, want,
+        "index after the outage differs from the topic's latest records"
+    );
     assert_eq!(sink.counter("rejections", "mapper_parsing_exception"), 0);
     sink.stop();
 }

@@ -86,12 +86,16 @@ impl OffsetTracker {
     /// flight no longer lead to commits (its new owner resumes from the
     /// committed offset; re-indexing is idempotent).
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.parts.retain(|(t, p), _| !(&**t == topic && *p == partition));
+        self.parts
+            .retain(|(t, p), _| !(&**t == topic && *p == partition));
     }
 
     /// Batches dispatched and not yet acknowledged, over all partitions.
     pub fn unacknowledged(&self) -> usize {
-        self.parts.values().map(|p| p.pending.iter().filter(|e| !e.2).count()).sum()
+        self.parts
+            .values()
+            .map(|p| p.pending.iter().filter(|e| !e.2).count())
+            .sum()
     }
 }
 
@@ -100,7 +104,11 @@ mod tests {
     use super::*;
 
     fn o(topic: &str, partition: i32, offset: i64) -> Origin {
-        Origin { topic: topic.into(), partition, offset }
+        Origin {
+            topic: topic.into(),
+            partition,
+            offset,
+        }
     }
 
     #[test]
@@ -113,11 +121,17 @@ mod tests {
         t.acknowledged(2);
         assert!(t.take_commits().is_empty());
         t.acknowledged(1);
-        assert_eq!(t.take_commits(), vec![("d".into(), 0, 20), ("r".into(), 1, 5)]);
+        assert_eq!(
+            t.take_commits(),
+            vec![("d".into(), 0, 20), ("r".into(), 1, 5)]
+        );
         assert!(t.take_commits().is_empty(), "handed out once");
         assert_eq!(t.unacknowledged(), 2);
         t.acknowledged(3);
-        assert_eq!(t.take_commits(), vec![("d".into(), 0, 30), ("r".into(), 1, 9)]);
+        assert_eq!(
+            t.take_commits(),
+            vec![("d".into(), 0, 30), ("r".into(), 1, 9)]
+        );
         assert_eq!(t.unacknowledged(), 0);
         assert_eq!(
             t.all_committable(&[("d".into(), 0)]),

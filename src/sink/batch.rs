@@ -153,7 +153,11 @@ mod tests {
         let enc = Encoder::new(&SinkConfig::default(), "d", "r");
         let doc = format!("{{\"x\":\"{}\"}}", "a".repeat(doc_bytes));
         enc.encode(
-            Origin { topic: "d".into(), partition, offset },
+            Origin {
+                topic: "d".into(),
+                partition,
+                offset,
+            },
             Some(b"1"),
             Some(doc.as_bytes()),
             None,
@@ -170,8 +174,11 @@ mod tests {
         let batch = b.push(item(0, 2, 1), now).expect("full at 3 docs");
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.id, 1);
-        let mut offsets: Vec<(i32, i64)> =
-            batch.last_offsets.iter().map(|o| (o.partition, o.offset)).collect();
+        let mut offsets: Vec<(i32, i64)> = batch
+            .last_offsets
+            .iter()
+            .map(|o| (o.partition, o.offset))
+            .collect();
         offsets.sort();
         assert_eq!(offsets, [(0, 2), (1, 7)]);
         assert!(b.is_empty());
@@ -185,12 +192,16 @@ mod tests {
         let mut b = Batcher::new(100, one * 2 + 10, Duration::from_secs(1));
         assert!(b.push(item(0, 1, 100), now).is_none());
         assert!(b.push(item(0, 2, 100), now).is_none());
-        let batch = b.push(item(0, 3, 100), now).expect("third would exceed the bytes");
+        let batch = b
+            .push(item(0, 3, 100), now)
+            .expect("third would exceed the bytes");
         assert_eq!(batch.len(), 2);
         assert_eq!(b.bytes(), one);
         // A single document larger than the limit still goes, alone.
         let mut b = Batcher::new(100, 10, Duration::from_secs(1));
-        let batch = b.push(item(0, 1, 100), now).expect("oversized document alone");
+        let batch = b
+            .push(item(0, 1, 100), now)
+            .expect("oversized document alone");
         assert_eq!(batch.len(), 1);
     }
 

@@ -146,9 +146,15 @@ impl SinkConfig {
             ("sink.batch_max_docs", self.batch_max_docs as u64),
             ("sink.batch_max_bytes", self.batch_max_bytes as u64),
             ("sink.batch_timeout_ms", self.batch_timeout_ms),
-            ("sink.max_in_flight_requests", self.max_in_flight_requests as u64),
+            (
+                "sink.max_in_flight_requests",
+                self.max_in_flight_requests as u64,
+            ),
             ("sink.request_timeout_ms", self.request_timeout_ms),
-            ("sink.retry_initial_backoff_ms", self.retry_initial_backoff_ms),
+            (
+                "sink.retry_initial_backoff_ms",
+                self.retry_initial_backoff_ms,
+            ),
             ("sink.index_version", u64::from(self.index_version)),
             ("sink.number_of_shards", u64::from(self.number_of_shards)),
         ];
@@ -185,11 +191,28 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let c = SinkConfig { url: "not a url".into(), ..SinkConfig::default() };
+        let c = SinkConfig {
+            url: "not a url".into(),
+            ..SinkConfig::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("sink.url"));
-        let c = SinkConfig { index_prefix: "Staging-".into(), ..SinkConfig::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("sink.index_prefix"));
-        let c = SinkConfig { max_in_flight_bytes: 10, ..SinkConfig::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("sink.max_in_flight_bytes"));
+        let c = SinkConfig {
+            index_prefix: "Staging-".into(),
+            ..SinkConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.index_prefix"));
+        let c = SinkConfig {
+            max_in_flight_bytes: 10,
+            ..SinkConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.max_in_flight_bytes"));
     }
 }

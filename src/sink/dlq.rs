@@ -36,7 +36,10 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// Bytes held in memory.
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.reason.len() + 64
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self.reason.len()
+            + 64
     }
 
     fn headers(&self) -> OwnedHeaders {
@@ -44,19 +47,43 @@ impl DeadLetter {
         let offset = self.origin.offset.to_string();
         let status = self.status.map(|s| s.to_string());
         let mut h = OwnedHeaders::new()
-            .insert(Header { key: "outbound.error", value: Some(self.reason.as_str()) })
-            .insert(Header { key: "outbound.error.type", value: Some(self.error_type.as_str()) })
-            .insert(Header { key: "outbound.source.topic", value: Some(&*self.origin.topic) })
-            .insert(Header { key: "outbound.source.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "outbound.source.offset", value: Some(offset.as_str()) });
+            .insert(Header {
+                key: "outbound.error",
+                value: Some(self.reason.as_str()),
+            })
+            .insert(Header {
+                key: "outbound.error.type",
+                value: Some(self.error_type.as_str()),
+            })
+            .insert(Header {
+                key: "outbound.source.topic",
+                value: Some(&*self.origin.topic),
+            })
+            .insert(Header {
+                key: "outbound.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "outbound.source.offset",
+                value: Some(offset.as_str()),
+            });
         if let Some(index) = &self.index {
-            h = h.insert(Header { key: "outbound.index", value: Some(index.as_str()) });
+            h = h.insert(Header {
+                key: "outbound.index",
+                value: Some(index.as_str()),
+            });
         }
         if let Some(id) = &self.id {
-            h = h.insert(Header { key: "outbound.doc_id", value: Some(id.as_str()) });
+            h = h.insert(Header {
+                key: "outbound.doc_id",
+                value: Some(id.as_str()),
+            });
         }
         if let Some(s) = &status {
-            h = h.insert(Header { key: "outbound.status", value: Some(s.as_str()) });
+            h = h.insert(Header {
+                key: "outbound.status",
+                value: Some(s.as_str()),
+            });
         }
         h
     }
@@ -77,7 +104,10 @@ impl DeadLetterProducer {
             .set("linger.ms", "5")
             .create()
             .context("creating the dead-letter producer")?;
-        Ok(Self { producer, topic: topic.to_owned() })
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+        })
     }
 
     pub fn topic(&self) -> &str {

@@ -157,8 +157,9 @@ impl Encoder {
         let (index, id) = if *origin.topic == *self.details_topic {
             (self.details_alias.clone(), key)
         } else if *origin.topic == *self.rollups_topic {
-            let (rollup, id) =
-                key.split_once('/').ok_or_else(|| EncodeError::UnknownRollup(key.to_owned()))?;
+            let (rollup, id) = key
+                .split_once('/')
+                .ok_or_else(|| EncodeError::UnknownRollup(key.to_owned()))?;
             let alias = self
                 .rollup_aliases
                 .iter()
@@ -231,12 +232,19 @@ mod tests {
     use super::*;
 
     fn encoder() -> Encoder {
-        let config = SinkConfig { index_prefix: "t-".into(), ..SinkConfig::default() };
+        let config = SinkConfig {
+            index_prefix: "t-".into(),
+            ..SinkConfig::default()
+        };
         Encoder::new(&config, "app-details", "app-rollups")
     }
 
     fn origin(topic: &str, offset: i64) -> Origin {
-        Origin { topic: topic.into(), partition: 2, offset }
+        Origin {
+            topic: topic.into(),
+            partition: 2,
+            offset,
+        }
     }
 
     fn lines(item: &BulkItem) -> Vec<serde_json::Value> {
@@ -251,7 +259,12 @@ mod tests {
     fn detail_record_indexes_with_the_offset_as_external_gte_version() {
         let doc = br#"{"order_id":"o1","status":"shipped"}"#;
         let item = encoder()
-            .encode(origin("app-details", 41), Some(b"17"), Some(doc), Some(1_700_000_000_000))
+            .encode(
+                origin("app-details", 41),
+                Some(b"17"),
+                Some(doc),
+                Some(1_700_000_000_000),
+            )
             .unwrap();
         assert_eq!(item.op, Op::Index);
         assert_eq!(&*item.index, "t-outbound_details");
@@ -269,12 +282,16 @@ mod tests {
 
     #[test]
     fn tombstone_becomes_a_versioned_delete() {
-        let item = encoder().encode(origin("app-details", 9), Some(b"17"), None, None).unwrap();
+        let item = encoder()
+            .encode(origin("app-details", 9), Some(b"17"), None, None)
+            .unwrap();
         assert_eq!(item.op, Op::Delete);
         assert_eq!(item.source(), None);
         assert_eq!(
             lines(&item),
-            vec![serde_json::json!({"delete": {"_index": "t-outbound_details", "_id": "17", "version": 9, "version_type": "external_gte"}})]
+            vec![
+                serde_json::json!({"delete": {"_index": "t-outbound_details", "_id": "17", "version": 9, "version_type": "external_gte"}})
+            ]
         );
     }
 
@@ -293,12 +310,22 @@ mod tests {
         assert_eq!(item.id, "2024-05-01|wh1|phone");
         // Only the first `/` separates: ids may contain `/`.
         let item = e
-            .encode(origin("app-rollups", 4), Some(b"courier_daily/2024-05-01|a/b"), None, None)
+            .encode(
+                origin("app-rollups", 4),
+                Some(b"courier_daily/2024-05-01|a/b"),
+                None,
+                None,
+            )
             .unwrap();
         assert_eq!(&*item.index, "t-courier_daily");
         assert_eq!(item.id, "2024-05-01|a/b");
         let item = e
-            .encode(origin("app-rollups", 5), Some(b"warehouse_daily/2024-05-01|wh\"1"), None, None)
+            .encode(
+                origin("app-rollups", 5),
+                Some(b"warehouse_daily/2024-05-01|wh\"1"),
+                None,
+                None,
+            )
             .unwrap();
         assert_eq!(lines(&item)[0]["delete"]["_id"], "2024-05-01|wh\"1");
     }
@@ -310,21 +337,47 @@ mod tests {
             e.encode(origin(topic, 1), key, value, None).unwrap_err()
         };
         assert_eq!(err("app-details", None, None), EncodeError::MissingKey);
-        assert_eq!(err("app-details", Some(&[0xff, 0xfe]), None), EncodeError::KeyNotUtf8);
+        assert_eq!(
+            err("app-details", Some(&[0xff, 0xfe]), None),
+            EncodeError::KeyNotUtf8
+        );
         assert_eq!(err("app-details", Some(b""), None), EncodeError::BadId);
-        assert!(matches!(err("app-rollups", Some(b"hourly/x"), None), EncodeError::UnknownRollup(_)));
-        assert!(matches!(err("app-rollups", Some(b"nokey"), None), EncodeError::UnknownRollup(_)));
-        assert!(matches!(err("app-details", Some(b"1"), Some(b"[1]")), EncodeError::InvalidJson(_)));
-        assert!(matches!(err("app-details", Some(b"1"), Some(b"{\n")), EncodeError::InvalidJson(_)));
-        assert!(matches!(err("other", Some(b"1"), None), EncodeError::UnknownTopic(_)));
+        assert!(matches!(
+            err("app-rollups", Some(b"hourly/x"), None),
+            EncodeError::UnknownRollup(_)
+        ));
+        assert!(matches!(
+            err("app-rollups", Some(b"nokey"), None),
+            EncodeError::UnknownRollup(_)
+        ));
+        assert!(matches!(
+            err("app-details", Some(b"1"), Some(b"[1]")),
+            EncodeError::InvalidJson(_)
+        ));
+        assert!(matches!(
+            err("app-details", Some(b"1"), Some(b"{\n")),
+            EncodeError::InvalidJson(_)
+        ));
+        assert!(matches!(
+            err("other", Some(b"1"), None),
+            EncodeError::UnknownTopic(_)
+        ));
     }
 
     #[test]
     fn multi_line_json_is_made_one_line() {
         let item = encoder()
-            .encode(origin("app-details", 1), Some(b"1"), Some(b"{\n  \"a\": \"x\\ny\"\n}"), None)
+            .encode(
+                origin("app-details", 1),
+                Some(b"1"),
+                Some(b"{\n  \"a\": \"x\\ny\"\n}"),
+                None,
+            )
             .unwrap();
-        assert_eq!(std::str::from_utf8(&item.encoded).unwrap().lines().count(), 2);
+        assert_eq!(
+            std::str::from_utf8(&item.encoded).unwrap().lines().count(),
+            2
+        );
         assert_eq!(lines(&item)[1], serde_json::json!({"a": "x\ny"}));
     }
 }

@@ -28,10 +28,22 @@ use super::config::SinkConfig;
 
 /// The template files, by write alias (without prefix).
 pub const TEMPLATES: [(&str, &str); 4] = [
-    ("outbound_details", include_str!("../../search/templates/outbound_details.json")),
-    ("units_daily", include_str!("../../search/templates/units_daily.json")),
-    ("courier_daily", include_str!("../../search/templates/courier_daily.json")),
-    ("warehouse_daily", include_str!("../../search/templates/warehouse_daily.json")),
+    (
+        "outbound_details",
+        include_str!("../../search/templates/outbound_details.json"),
+    ),
+    (
+        "units_daily",
+        include_str!("../../search/templates/units_daily.json"),
+    ),
+    (
+        "courier_daily",
+        include_str!("../../search/templates/courier_daily.json"),
+    ),
+    (
+        "warehouse_daily",
+        include_str!("../../search/templates/warehouse_daily.json"),
+    ),
 ];
 
 /// One index the sink owns.
@@ -56,9 +68,14 @@ pub fn index_specs(config: &SinkConfig) -> anyhow::Result<Vec<IndexSpec>> {
             .find(|(n, _)| *n == name)
             .map(|(_, t)| *t)
             .with_context(|| format!("no index template file for {name}"))?;
-        serde_json::from_str(text).with_context(|| format!("search/templates/{name}.json is not JSON"))
+        serde_json::from_str(text)
+            .with_context(|| format!("search/templates/{name}.json is not JSON"))
     };
-    let mut specs = vec![(config.details_alias(), vec![config.details_legacy_alias()], file("outbound_details")?)];
+    let mut specs = vec![(
+        config.details_alias(),
+        vec![config.details_legacy_alias()],
+        file("outbound_details")?,
+    )];
     for r in RollupName::ALL {
         specs.push((config.rollup_alias(r), Vec::new(), file(r.as_str())?));
     }
@@ -66,11 +83,18 @@ pub fn index_specs(config: &SinkConfig) -> anyhow::Result<Vec<IndexSpec>> {
         .into_iter()
         .map(|(alias, read_aliases, mut template)| {
             template["index_patterns"] = json!([format!("{alias}-v*")]);
-            template["_meta"]["aliases"] = json!(std::iter::once(&alias).chain(&read_aliases).collect::<Vec<_>>());
+            template["_meta"]["aliases"] = json!(std::iter::once(&alias)
+                .chain(&read_aliases)
+                .collect::<Vec<_>>());
             let settings = &mut template["template"]["settings"];
             settings["number_of_shards"] = json!(config.number_of_shards);
             settings["number_of_replicas"] = json!(config.number_of_replicas);
-            IndexSpec { index: config.index_of(&alias), alias, read_aliases, template }
+            IndexSpec {
+                index: config.index_of(&alias),
+                alias,
+                read_aliases,
+                template,
+            }
         })
         .collect())
 }
@@ -89,7 +113,10 @@ pub async fn install(client: &Elasticsearch, specs: &[IndexSpec]) -> anyhow::Res
         let status = response.status_code().as_u16();
         if !(200..300).contains(&status) {
             let body = response.text().await.unwrap_or_default();
-            anyhow::bail!("putting index template {}: HTTP {status}: {body}", spec.alias);
+            anyhow::bail!(
+                "putting index template {}: HTTP {status}: {body}",
+                spec.alias
+            );
         }
         let exists = client
             .indices()
@@ -123,7 +150,9 @@ pub async fn install(client: &Elasticsearch, specs: &[IndexSpec]) -> anyhow::Res
         if body["error"]["type"] == "resource_already_exists_exception" {
             // Another instance won the race, or the index exists without
             // its alias: add the aliases.
-            let mut actions = vec![json!({"add": {"index": spec.index, "alias": spec.alias, "is_write_index": true}})];
+            let mut actions = vec![
+                json!({"add": {"index": spec.index, "alias": spec.alias, "is_write_index": true}}),
+            ];
             for a in &spec.read_aliases {
                 actions.push(json!({"add": {"index": spec.index, "alias": a}}));
             }
@@ -137,7 +166,10 @@ pub async fn install(client: &Elasticsearch, specs: &[IndexSpec]) -> anyhow::Res
             let status = response.status_code().as_u16();
             if !(200..300).contains(&status) {
                 let body = response.text().await.unwrap_or_default();
-                anyhow::bail!("adding aliases to index {}: HTTP {status}: {body}", spec.index);
+                anyhow::bail!(
+                    "adding aliases to index {}: HTTP {status}: {body}",
+                    spec.index
+                );
             }
             continue;
         }
@@ -157,9 +189,16 @@ mod tests {
 
     #[test]
     fn specs_follow_the_configured_names() {
-        let config = SinkConfig { index_prefix: "it-".into(), index_version: 3, ..SinkConfig::default() };
+        let config = SinkConfig {
+            index_prefix: "it-".into(),
+            index_version: 3,
+            ..SinkConfig::default()
+        };
         let specs = index_specs(&config).unwrap();
-        let names: Vec<(&str, &str)> = specs.iter().map(|s| (s.alias.as_str(), s.index.as_str())).collect();
+        let names: Vec<(&str, &str)> = specs
+            .iter()
+            .map(|s| (s.alias.as_str(), s.index.as_str()))
+            .collect();
         assert_eq!(
             names,
             [
@@ -170,7 +209,10 @@ mod tests {
             ]
         );
         assert_eq!(specs[0].read_aliases, ["it-latestoutboundreport_es"]);
-        assert_eq!(specs[1].template["index_patterns"], json!(["it-units_daily-v*"]));
+        assert_eq!(
+            specs[1].template["index_patterns"],
+            json!(["it-units_daily-v*"])
+        );
     }
 
     #[test]
@@ -182,7 +224,10 @@ mod tests {
         assert_eq!(props(2)["courier"]["type"], "keyword");
         assert_eq!(props(3)["shipping_cost"]["type"], "scaled_float");
         assert_eq!(props(3)["shipping_cost"]["scaling_factor"], 100);
-        assert_eq!(props(0)["order"]["properties"]["order_value"]["type"], "scaled_float");
+        assert_eq!(
+            props(0)["order"]["properties"]["order_value"]["type"],
+            "scaled_float"
+        );
         assert_eq!(props(0)["item"]["properties"]["id"]["type"], "keyword");
     }
 }

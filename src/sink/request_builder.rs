@@ -31,15 +31,24 @@ mod tests {
         let enc = Encoder::new(&SinkConfig::default(), "d", "r");
         let items: Vec<BulkItem> = (0..3)
             .map(|i| {
-                let origin = Origin { topic: "d".into(), partition: 0, offset: i };
+                let origin = Origin {
+                    topic: "d".into(),
+                    partition: 0,
+                    offset: i,
+                };
                 let value = (i != 1).then_some(&br#"{"a":1}"#[..]);
-                enc.encode(origin, Some(i.to_string().as_bytes()), value, None).unwrap()
+                enc.encode(origin, Some(i.to_string().as_bytes()), value, None)
+                    .unwrap()
             })
             .collect();
         let body = bulk_body(&items);
         let text = std::str::from_utf8(&body).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "index, source, delete, index, source: {text}");
+        assert_eq!(
+            lines.len(),
+            5,
+            "index, source, delete, index, source: {text}"
+        );
         assert!(lines[0].contains(r#""_id":"0""#) && lines[2].starts_with(r#"{"delete""#));
         assert!(text.ends_with('\n'));
         assert_eq!(bulk_body(&items[2..]), items[2].encoded);

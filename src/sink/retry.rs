@@ -47,7 +47,11 @@ pub enum ItemOutcome {
     /// Needs the indices installed again, then a retry.
     RetryAfterInstall,
     /// Rejected for good: dead-letter it.
-    Reject { status: u16, error_type: String, reason: String },
+    Reject {
+        status: u16,
+        error_type: String,
+        reason: String,
+    },
 }
 
 /// One entry of a bulk response's `items`, whatever the action.
@@ -98,21 +102,33 @@ pub struct BulkResponse {
 impl BulkResponse {
     pub fn parse(body: &[u8]) -> Result<Vec<ItemResponse>, String> {
         let r: BulkResponse = serde_json::from_slice(body).map_err(|e| {
-            format!("unreadable bulk response ({e}): {}", String::from_utf8_lossy(&body[..body.len().min(500)]))
+            format!(
+                "unreadable bulk response ({e}): {}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            )
         })?;
         r.items
             .into_iter()
             .enumerate()
             .map(|(i, mut m)| {
-                let key = m.keys().next().cloned().ok_or_else(|| format!("bulk response item {i} is empty"))?;
-                m.remove(&key).ok_or_else(|| format!("bulk response item {i} is empty"))
+                let key = m
+                    .keys()
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("bulk response item {i} is empty"))?;
+                m.remove(&key)
+                    .ok_or_else(|| format!("bulk response item {i} is empty"))
             })
             .collect()
     }
 }
 
 pub fn classify_item(item: &ItemResponse) -> ItemOutcome {
-    let error_type = item.error.as_ref().map(|e| e.error_type.as_str()).unwrap_or("");
+    let error_type = item
+        .error
+        .as_ref()
+        .map(|e| e.error_type.as_str())
+        .unwrap_or("");
     match item.status {
         200..=299 => ItemOutcome::Done(match item.result.as_deref() {
             Some("created") => "created",
@@ -129,8 +145,16 @@ pub fn classify_item(item: &ItemResponse) -> ItemOutcome {
         500..=599 => ItemOutcome::Retry("item_5xx"),
         status => ItemOutcome::Reject {
             status,
-            error_type: if error_type.is_empty() { "unknown".into() } else { error_type.into() },
-            reason: item.error.as_ref().map(ItemError::full_reason).unwrap_or_default(),
+            error_type: if error_type.is_empty() {
+                "unknown".into()
+            } else {
+                error_type.into()
+            },
+            reason: item
+                .error
+                .as_ref()
+                .map(ItemError::full_reason)
+                .unwrap_or_default(),
         },
     }
 }
@@ -163,7 +187,11 @@ mod tests {
     const REJECTED_429: &str = include_str!("testdata/bulk_item_429_elasticsearch.json");
 
     fn outcomes(body: &str) -> Vec<ItemOutcome> {
-        BulkResponse::parse(body.as_bytes()).unwrap().iter().map(classify_item).collect()
+        BulkResponse::parse(body.as_bytes())
+            .unwrap()
+            .iter()
+            .map(classify_item)
+            .collect()
     }
 
     #[test]
@@ -171,19 +199,41 @@ mod tests {
         let got = outcomes(MIXED);
         assert_eq!(got.len(), 7);
         assert_eq!(got[0], ItemOutcome::Done("created"));
-        assert_eq!(got[1], ItemOutcome::Done("updated"), "same version again (a replay) is accepted");
+        assert_eq!(
+            got[1],
+            ItemOutcome::Done("updated"),
+            "same version again (a replay) is accepted"
+        );
         match &got[2] {
-            ItemOutcome::Reject { status: 400, error_type, reason } => {
+            ItemOutcome::Reject {
+                status: 400,
+                error_type,
+                reason,
+            } => {
                 assert_eq!(error_type, "mapper_parsing_exception");
                 assert!(reason.contains("failed to parse field [units]"), "{reason}");
-                assert!(reason.contains("For input string: \"lots\""), "cause included: {reason}");
+                assert!(
+                    reason.contains("For input string: \"lots\""),
+                    "cause included: {reason}"
+                );
             }
             other => panic!("mapping error must be rejected for good: {other:?}"),
         }
-        assert_eq!(got[3], ItemOutcome::Done("not_found"), "deleting an absent document");
+        assert_eq!(
+            got[3],
+            ItemOutcome::Done("not_found"),
+            "deleting an absent document"
+        );
         assert_eq!(got[4], ItemOutcome::Done("updated"));
-        assert_eq!(got[5], ItemOutcome::RetryAfterInstall, "alias missing under require_alias");
-        assert!(matches!(&got[6], ItemOutcome::Reject { status: 400, .. }), "invalid JSON source");
+        assert_eq!(
+            got[5],
+            ItemOutcome::RetryAfterInstall,
+            "alias missing under require_alias"
+        );
+        assert!(
+            matches!(&got[6], ItemOutcome::Reject { status: 400, .. }),
+            "invalid JSON source"
+        );
     }
 
     #[test]
@@ -233,7 +283,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {
-        let b = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(30) };
+        let b = Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        };
         assert_eq!(b.delay(0, 0.0), Duration::from_millis(100));
         assert_eq!(b.delay(0, 1.0), Duration::from_millis(200));
         assert_eq!(b.delay(3, 1.0), Duration::from_millis(1600));

@@ -26,7 +26,11 @@ pub enum SendError {
     Transport { url: String, message: String },
     /// An HTTP error status for the whole request.
     #[error("bulk request answered HTTP {status}: {body}")]
-    Status { status: u16, class: RequestClass, body: String },
+    Status {
+        status: u16,
+        class: RequestClass,
+        body: String,
+    },
     /// A 2xx whose body is not a bulk response with one item per action.
     #[error("{0}")]
     Protocol(String),
@@ -65,14 +69,22 @@ impl BulkService {
         let url = Url::parse(&config.url)
             .map_err(|e| anyhow::anyhow!("config key `sink.url` = {:?}: {e}", config.url))?;
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(timeout);
+        let mut builder =
+            TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(timeout);
         if !config.username.is_empty() {
-            builder = builder.auth(Credentials::Basic(config.username.clone(), config.password.clone()));
+            builder = builder.auth(Credentials::Basic(
+                config.username.clone(),
+                config.password.clone(),
+            ));
         }
         let transport = builder
             .build()
             .map_err(|e| anyhow::anyhow!("building the HTTP client for {}: {e}", config.url))?;
-        Ok(Self { client: Elasticsearch::new(transport), url: config.url.clone(), timeout })
+        Ok(Self {
+            client: Elasticsearch::new(transport),
+            url: config.url.clone(),
+            timeout,
+        })
     }
 
     pub fn client(&self) -> &Elasticsearch {
@@ -109,18 +121,25 @@ impl BulkService {
             .body(vec![body])
             .send()
             .await
-            .map_err(|e| SendError::Transport { url: self.url.clone(), message: e.to_string() })?;
+            .map_err(|e| SendError::Transport {
+                url: self.url.clone(),
+                message: e.to_string(),
+            })?;
         let status = response.status_code().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| SendError::Transport { url: self.url.clone(), message: e.to_string() })?;
+        let bytes = response.bytes().await.map_err(|e| SendError::Transport {
+            url: self.url.clone(),
+            message: e.to_string(),
+        })?;
         let elapsed = started.elapsed();
         match classify_status(status) {
             RequestClass::Items => {}
             class => {
                 let body = String::from_utf8_lossy(&bytes[..bytes.len().min(2000)]).into_owned();
-                return Err(SendError::Status { status, class, body });
+                return Err(SendError::Status {
+                    status,
+                    class,
+                    body,
+                });
             }
         }
         let items = BulkResponse::parse(&bytes).map_err(SendError::Protocol)?;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -100,7 +102,13 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
         kafka.set(k, v);
     }
     let dlq_topic = dlq_topic(&config);
-    ensure_topic(&kafka, &dlq_topic, config.kafka.partitions, config.kafka.replication_factor).await?;
+    ensure_topic(
+        &kafka,
+        &dlq_topic,
+        config.kafka.partitions,
+        config.kafka.replication_factor,
+    )
+    .await?;
     let dlq = Arc::new(DeadLetterProducer::new(&kafka, &dlq_topic)?);
 
     let details_topic = config.topic("details");
@@ -192,11 +200,21 @@ async fn install_until_done(
     }
 }
 
-async fn ensure_topic(kafka: &ClientConfig, topic: &str, partitions: i32, replication: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = kafka.create().context("creating a Kafka admin client")?;
+async fn ensure_topic(
+    kafka: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.create().context("creating a Kafka admin client")?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))],
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(replication),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
@@ -224,7 +242,10 @@ enum RebalanceEvent {
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -241,8 +262,10 @@ impl ClientContext for SinkContext {
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let parts: Vec<(Arc<str>, i32)> =
-                partitions_of(tpl).into_iter().map(|(t, p)| (Arc::from(t), p)).collect();
+            let parts: Vec<(Arc<str>, i32)> = partitions_of(tpl)
+                .into_iter()
+                .map(|(t, p)| (Arc::from(t), p))
+                .collect();
             let offsets = lock(&self.tracker).all_committable(&parts);
             if !offsets.is_empty() {
                 let mut commit = TopicPartitionList::new();
@@ -252,7 +275,11 @@ impl ConsumerContext for SinkContext {
                 match consumer.commit(&commit, CommitMode::Sync) {
                     Ok(()) => self.metrics.sink.commits.with_label_values(&["ok"]).inc(),
                     Err(e) => {
-                        self.metrics.sink.commits.with_label_values(&["failed"]).inc();
+                        self.metrics
+                            .sink
+                            .commits
+                            .with_label_values(&["failed"])
+                            .inc();
                         warn!(error = %e, "committing acknowledged offsets of revoked partitions failed");
                     }
                 }
@@ -280,7 +307,11 @@ impl ConsumerContext for SinkContext {
         match result {
             Ok(()) => self.metrics.sink.commits.with_label_values(&["ok"]).inc(),
             Err(e) => {
-                self.metrics.sink.commits.with_label_values(&["failed"]).inc();
+                self.metrics
+                    .sink
+                    .commits
+                    .with_label_values(&["failed"])
+                    .inc();
                 warn!(error = %e, offsets = ?partitions_of(offsets), "sink offset commit failed; the next commit covers it");
             }
         }
@@ -315,7 +346,11 @@ impl JobContext {
     /// Sends the batch until every item is acknowledged or dead-lettered.
     async fn process(self: Arc<Self>, mut batch: Batch) -> JobDone {
         let result = self.deliver(&mut batch).await;
-        JobDone { batch_id: batch.id, bytes: batch.bytes, result }
+        JobDone {
+            batch_id: batch.id,
+            bytes: batch.bytes,
+            result,
+        }
     }
 
     async fn deliver(&self, batch: &mut Batch) -> Result<(), JobError> {
@@ -350,10 +385,15 @@ impl JobContext {
                                 reinstall = true;
                                 retry.push(i);
                             }
-                            ItemOutcome::Reject { status, error_type, reason } => {
+                            ItemOutcome::Reject {
+                                status,
+                                error_type,
+                                reason,
+                            } => {
                                 m.items.with_label_values(&["rejected"]).inc();
                                 m.rejections.with_label_values(&[&error_type]).inc();
-                                letters.push(rejected_letter(&items[i], status, error_type, reason));
+                                letters
+                                    .push(rejected_letter(&items[i], status, error_type, reason));
                             }
                         }
                     }
@@ -412,7 +452,12 @@ impl JobContext {
                 if self.shutdown.is_requested() {
                     return Err(JobError::Aborted);
                 }
-                tokio::time::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))).await;
+                tokio::time::sleep(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100)),
+                )
+                .await;
             }
         }
         if !letters.is_empty() {
@@ -482,7 +527,10 @@ impl SinkLoop {
             self.apply_rebalance_events();
             self.dispatch();
             self.apply_backpressure();
-            self.metrics.sink.in_flight_bytes.set(self.held_bytes() as i64);
+            self.metrics
+                .sink
+                .in_flight_bytes
+                .set(self.held_bytes() as i64);
             let deadline = self.batcher.deadline();
             let batch_due = async {
                 match deadline {
@@ -530,15 +578,34 @@ impl SinkLoop {
         } else {
             Arc::from(m.topic())
         };
-        let output = if topic == self.details { "details" } else { "rollups" };
-        self.metrics.sink.records_in.with_label_values(&[output]).inc();
-        let origin = Origin { topic, partition: m.partition(), offset: m.offset() };
+        let output = if topic == self.details {
+            "details"
+        } else {
+            "rollups"
+        };
+        self.metrics
+            .sink
+            .records_in
+            .with_label_values(&[output])
+            .inc();
+        let origin = Origin {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+        };
         let timestamp_ms = m.timestamp().to_millis();
         let now = Instant::now();
-        match self.encoder.encode(origin.clone(), m.key(), m.payload(), timestamp_ms) {
+        match self
+            .encoder
+            .encode(origin.clone(), m.key(), m.payload(), timestamp_ms)
+        {
             Ok(item) => self.batcher.push(item, now),
             Err(e) => {
-                self.metrics.sink.rejections.with_label_values(&[e.kind()]).inc();
+                self.metrics
+                    .sink
+                    .rejections
+                    .with_label_values(&[e.kind()])
+                    .inc();
                 let letter = DeadLetter {
                     origin,
                     key: m.key().map(<[u8]>::to_vec),
@@ -564,10 +631,17 @@ impl SinkLoop {
 
     fn dispatch(&mut self) {
         while self.in_flight.len() < self.config.sink.max_in_flight_requests {
-            let Some(batch) = self.ready.pop_front() else { break };
+            let Some(batch) = self.ready.pop_front() else {
+                break;
+            };
             self.ready_bytes -= batch.bytes;
             self.in_flight_bytes += batch.bytes;
-            debug!(batch = batch.id, documents = batch.len(), bytes = batch.bytes, "sending batch");
+            debug!(
+                batch = batch.id,
+                documents = batch.len(),
+                bytes = batch.bytes,
+                "sending batch"
+            );
             self.in_flight.spawn(self.job.clone().process(batch));
         }
     }
@@ -588,11 +662,17 @@ impl SinkLoop {
     fn apply_backpressure(&mut self) {
         let held = self.held_bytes();
         let limit = self.config.sink.max_in_flight_bytes;
-        let want_paused = if self.paused { held > limit / 2 } else { held >= limit };
+        let want_paused = if self.paused {
+            held > limit / 2
+        } else {
+            held >= limit
+        };
         if want_paused == self.paused {
             return;
         }
-        let Ok(assignment) = self.consumer.assignment() else { return };
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
         let result = if want_paused {
             self.consumer.pause(&assignment)
         } else {
@@ -602,7 +682,12 @@ impl SinkLoop {
             Ok(()) => {
                 self.paused = want_paused;
                 self.metrics.sink.paused.set(i64::from(want_paused));
-                info!(paused = want_paused, held_bytes = held, limit, "sink backpressure");
+                info!(
+                    paused = want_paused,
+                    held_bytes = held,
+                    limit,
+                    "sink backpressure"
+                );
             }
             Err(e) => warn!(error = %e, "pausing/resuming the sink's partitions failed"),
         }
@@ -624,7 +709,9 @@ impl SinkLoop {
                         }
                     }
                 }
-                RebalanceEvent::Revoked(parts) => info!(partitions = ?parts, "sink partitions revoked"),
+                RebalanceEvent::Revoked(parts) => {
+                    info!(partitions = ?parts, "sink partitions revoked")
+                }
             }
         }
     }
@@ -634,12 +721,24 @@ impl SinkLoop {
         if offsets.is_empty() {
             return;
         }
+        // Only partitions still assigned: a partition lost in a rebalance is
+        // its new owner's to commit.
+        let assigned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for (t, p, o) in &offsets {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            if assigned.find_partition(t, *p).is_some() {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
         }
         if let Err(e) = self.consumer.commit(&tpl, mode) {
-            self.metrics.sink.commits.with_label_values(&["failed"]).inc();
+            self.metrics
+                .sink
+                .commits
+                .with_label_values(&["failed"])
+                .inc();
             warn!(error = %e, "committing sink offsets failed; the next commit covers them");
         } else if matches!(mode, CommitMode::Sync) {
             self.metrics.sink.commits.with_label_values(&["ok"]).inc();
@@ -668,7 +767,10 @@ impl SinkLoop {
                     Ok(Some(Err(e))) => warn!(error = %e, "a bulk task panicked during shutdown"),
                     Ok(None) => break,
                     Err(_) => {
-                        warn!(batches = self.in_flight.len() + self.ready.len(), "shutdown grace over: unacknowledged batches are sent again next run");
+                        warn!(
+                            batches = self.in_flight.len() + self.ready.len(),
+                            "shutdown grace over: unacknowledged batches are sent again next run"
+                        );
                         break;
                     }
                 }

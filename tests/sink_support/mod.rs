@@ -35,8 +35,15 @@ pub fn search_url() -> String {
 
 /// A lowercase name unique to this run (index names must be lowercase).
 pub fn run_token(tag: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("it-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "it-{tag}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 /// A configuration for one test run: its own app id (topics, sink group)
@@ -62,24 +69,40 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 pub fn create_topics(names: &[&str], partitions: i32) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .unwrap();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
             .collect();
         let results = admin
-            .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
             .await
-            .unwrap_or_else(|e| panic!("create topics {names:?} (is Kafka up on {}?): {e}", bootstrap()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create topics {names:?} (is Kafka up on {}?): {e}",
+                    bootstrap()
+                )
+            });
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
         }
@@ -89,7 +112,9 @@ pub fn create_topics(names: &[&str], partitions: i32) {
 /// Partition of a key as the engine assigns it is irrelevant to the sink;
 /// tests pin each key to a partition by a stable hash so a key's offsets grow.
 pub fn partition_of(key: &str, partitions: i32) -> i32 {
-    let h = key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let h = key
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     (h % partitions as u32) as i32
 }
 
@@ -107,18 +132,27 @@ impl TxnProducer {
             .set("transaction.timeout.ms", "60000")
             .create()
             .expect("create a transactional producer");
-        producer.init_transactions(Duration::from_secs(60)).expect("init_transactions");
+        producer
+            .init_transactions(Duration::from_secs(60))
+            .expect("init_transactions");
         Self { producer }
     }
 
     /// Sends records (topic, partition, key, value or tombstone) in one
     /// transaction, committed or aborted.
     pub fn send(&self, records: &[(String, i32, String, Option<String>)], commit: bool) {
-        self.producer.begin_transaction().expect("begin_transaction");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        self.producer
+            .begin_transaction()
+            .expect("begin_transaction");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
         for (topic, partition, key, value) in records {
-            let mut r: BaseRecord<'_, str, str> =
-                BaseRecord::to(topic).partition(*partition).key(key.as_str()).timestamp(now);
+            let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic)
+                .partition(*partition)
+                .key(key.as_str())
+                .timestamp(now);
             if let Some(v) = value {
                 r = r.payload(v.as_str());
             }
@@ -126,7 +160,12 @@ impl TxnProducer {
             while let Some(rec) = r.take() {
                 if let Err((e, rec)) = self.producer.send(rec) {
                     assert!(
-                        matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
                         "send to {topic}: {e}"
                     );
                     self.producer.poll(Duration::from_millis(50));
@@ -135,19 +174,28 @@ impl TxnProducer {
             }
         }
         if commit {
-            self.producer.commit_transaction(Duration::from_secs(60)).expect("commit_transaction");
+            self.producer
+                .commit_transaction(Duration::from_secs(60))
+                .expect("commit_transaction");
         } else {
-            self.producer.abort_transaction(Duration::from_secs(60)).expect("abort_transaction");
+            self.producer
+                .abort_transaction(Duration::from_secs(60))
+                .expect("abort_transaction");
         }
     }
 }
 
 /// High watermarks (end offsets) of a topic's partitions.
 pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
     (0..partitions)
         .map(|p| {
-            let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+            let (_, high) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
             (p, high)
         })
         .collect()
@@ -164,7 +212,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     (0..partitions)
         .map(|p| {
             let o = match got.find_partition(topic, p).map(|e| e.offset()) {
@@ -185,10 +235,16 @@ pub fn wait_committed_to_end(group: &str, topics: &[&str], partitions: i32) {
         for (p, offset, _, _) in read_committed_records(topic, partitions) {
             want.insert(p, offset + 1);
         }
-        wait_for(&format!("group {group} to commit {topic} up to {want:?}"), DEADLINE, || {
-            let c = committed(group, topic, partitions);
-            want.iter().all(|(p, o)| c.get(p).copied().unwrap_or(-1) >= *o).then_some(())
-        });
+        wait_for(
+            &format!("group {group} to commit {topic} up to {want:?}"),
+            DEADLINE,
+            || {
+                let c = committed(group, topic, partitions);
+                want.iter()
+                    .all(|(p, o)| c.get(p).copied().unwrap_or(-1) >= *o)
+                    .then_some(())
+            },
+        );
     }
 }
 
@@ -206,7 +262,8 @@ pub fn reset_group_to_beginning(group: &str, topics: &[&str], partitions: i32) {
             tpl.add_partition_offset(t, p, Offset::Offset(0)).unwrap();
         }
     }
-    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("reset group offsets");
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("reset group offsets");
 }
 
 /// A sink running on its own thread.
@@ -220,8 +277,13 @@ impl RunningSink {
     pub fn start(config: &Config) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let handle = outbound::sink::spawn(config.clone(), metrics.clone(), shutdown.clone()).expect("spawn sink");
-        Self { metrics, shutdown, handle: Some(handle) }
+        let handle = outbound::sink::spawn(config.clone(), metrics.clone(), shutdown.clone())
+            .expect("spawn sink");
+        Self {
+            metrics,
+            shutdown,
+            handle: Some(handle),
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -231,7 +293,9 @@ impl RunningSink {
     pub fn stop(mut self) {
         self.shutdown.trigger();
         if let Some(h) = self.handle.take() {
-            h.join().expect("sink thread panicked").expect("sink ended with an error");
+            h.join()
+                .expect("sink thread panicked")
+                .expect("sink ended with an error");
         }
     }
 
@@ -272,14 +336,23 @@ pub fn es(method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         ("GET", None) => agent.get(&url).call(),
         ("DELETE", None) => agent.delete(&url).call(),
         ("POST", None) => agent.post(&url).send_empty(),
-        ("POST", Some(b)) => agent.post(&url).header("Content-Type", "application/json").send(b.to_string()),
-        ("PUT", Some(b)) => agent.put(&url).header("Content-Type", "application/json").send(b.to_string()),
+        ("POST", Some(b)) => agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(b.to_string()),
+        ("PUT", Some(b)) => agent
+            .put(&url)
+            .header("Content-Type", "application/json")
+            .send(b.to_string()),
         (m, _) => panic!("unsupported {m} {path}"),
     };
     let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Every document of an index: id → (_version, _source).
@@ -315,15 +388,25 @@ impl Drop for IndexCleanup {
         }
         let agent = agent();
         let _ = agent.delete(format!("{}/{}*", search_url(), self.0)).call();
-        for name in ["outbound_details", "units_daily", "courier_daily", "warehouse_daily"] {
-            let _ = agent.delete(format!("{}/_index_template/{}{name}", search_url(), self.0)).call();
+        for name in [
+            "outbound_details",
+            "units_daily",
+            "courier_daily",
+            "warehouse_daily",
+        ] {
+            let _ = agent
+                .delete(format!("{}/_index_template/{}{name}", search_url(), self.0))
+                .call();
         }
     }
 }
 
 /// Every committed record of a topic, in offset order per partition:
 /// (partition, offset, key, value).
-pub fn read_committed_records(topic: &str, partitions: i32) -> Vec<(i32, i64, String, Option<Vec<u8>>)> {
+pub fn read_committed_records(
+    topic: &str,
+    partitions: i32,
+) -> Vec<(i32, i64, String, Option<Vec<u8>>)> {
     use rdkafka::error::KafkaError;
     use rdkafka::message::Message;
     let c: BaseConsumer = ClientConfig::new()
@@ -336,18 +419,27 @@ pub fn read_committed_records(topic: &str, partitions: i32) -> Vec<(i32, i64, St
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let mut at_end = std::collections::BTreeSet::new();
     let until = Instant::now() + DEADLINE;
     while at_end.len() < partitions as usize {
-        assert!(Instant::now() < until, "reading {topic} to its end timed out");
+        assert!(
+            Instant::now() < until,
+            "reading {topic} to its end timed out"
+        );
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                out.push((m.partition(), m.offset(), key, m.payload().map(<[u8]>::to_vec)));
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    key,
+                    m.payload().map(<[u8]>::to_vec),
+                ));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
