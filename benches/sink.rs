@@ -12,6 +12,7 @@
 //! first request to its last response. Each side runs twice, alternating,
 //! into fresh indices; the best run of each is compared. Needs
 //! `stack/stack.sh up kafka opensearch`.
+#![allow(clippy::type_complexity, clippy::field_reassign_with_default)] // test code: tuples and configs built field by field read best here
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -286,7 +286,9 @@ fn mapping_bulk_and_aggregations_work_as_the_sink_needs() {
     let buckets = res["aggregations"]["per_day"]["buckets"]
         .as_array()
         .unwrap();
-    let summary: Vec<(String, u64, i64, f64, u64, Vec<(String, f64)>)> = buckets
+    // (day, docs, units, cost, couriers, cost by warehouse)
+    type DaySummary = (String, u64, i64, f64, u64, Vec<(String, f64)>);
+    let summary: Vec<DaySummary> = buckets
         .iter()
         .map(|b| {
             (

@@ -7,6 +7,7 @@
 //! document's version or content.
 //!
 //! Needs `stack/stack.sh up kafka opensearch`.
+#![allow(clippy::type_complexity, clippy::field_reassign_with_default)] // test code: tuples and configs built field by field read best here
 
 mod sink_support;
 

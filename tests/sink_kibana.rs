@@ -7,6 +7,7 @@
 //! seed-like rollup documents; the saved search's columns are all mapped.
 //!
 //! Needs `stack/stack.sh up opensearch`.
+#![allow(clippy::type_complexity, clippy::field_reassign_with_default)] // test code: tuples and configs built field by field read best here
 
 mod sink_support;
 

@@ -6,6 +6,7 @@
 //!
 //! Needs `stack/stack.sh up kafka opensearch`. Restarts the opensearch
 //! component of the local stack (other tests using it see a short outage).
+#![allow(clippy::type_complexity, clippy::field_reassign_with_default)] // test code: tuples and configs built field by field read best here
 
 mod sink_support;
 

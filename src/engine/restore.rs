@@ -18,6 +18,10 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 
+/// Writes one changelog partition's batch to its task's store:
+/// `(topic, partition, records, next_offset)`.
+pub type ApplyBatch<'a> = dyn FnMut(&str, i32, &[ChangelogRecord], i64) -> anyhow::Result<()> + 'a;
+
 /// Where one task's restore stands.
 #[derive(Debug, Clone)]
 pub struct RestoreProgress {
@@ -160,10 +164,7 @@ impl Restorer {
     /// `apply(topic, partition, records, next_offset)`, which writes them to
     /// the task's store. Returns the changelog partitions whose restore
     /// completed in this step.
-    pub fn step(
-        &mut self,
-        apply: &mut dyn FnMut(&str, i32, &[ChangelogRecord], i64) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Vec<(String, i32)>> {
+    pub fn step(&mut self, apply: &mut ApplyBatch<'_>) -> anyhow::Result<Vec<(String, i32)>> {
         if self.active.is_empty() {
             return Ok(Vec::new());
         }

@@ -28,6 +28,9 @@ pub use resources::{StoreResources, StoreTuning};
 pub use task_store::{OpenOutcome, StoreSpec, StoreStats, TaskStore};
 pub use write_buffer::{Overlay, WriteBuffer};
 
+/// Key-value pairs in key order, as a prefix scan returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Identifies one logical store of a task. Stable across versions: it is the
 /// first byte of every changelog key, so a changelog written by one build is
 /// read correctly by the next.

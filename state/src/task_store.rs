@@ -217,11 +217,7 @@ impl TaskStore {
     }
 
     /// Committed entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        id: StoreId,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, id: StoreId, prefix: &[u8]) -> Result<crate::Entries, StateError> {
         let cf = self.cf(id)?;
         let mut out = Vec::new();
         for item in self

@@ -121,11 +121,7 @@ impl<'a> Overlay<'a> {
 
     /// Every live entry whose key starts with `prefix`, in key order: the
     /// store's entries merged with the pending writes (pending wins).
-    pub fn scan_prefix(
-        &self,
-        id: StoreId,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, id: StoreId, prefix: &[u8]) -> Result<crate::Entries, StateError> {
         let committed = self.store.scan_prefix(id, prefix)?;
         let mut pending = self.buffer.prefix(id, prefix).peekable();
         if pending.peek().is_none() {

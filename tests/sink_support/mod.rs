@@ -49,8 +49,10 @@ pub fn run_token(tag: &str) -> String {
 /// A configuration for one test run: its own app id (topics, sink group)
 /// and index prefix, fast batching so small tests finish quickly.
 pub fn test_config(token: &str) -> Config {
-    let mut c = Config::default();
-    c.app_id = token.to_owned();
+    let mut c = Config {
+        app_id: token.to_owned(),
+        ..Config::default()
+    };
     c.kafka.bootstrap_servers = bootstrap();
     c.kafka.partitions = 3;
     c.sink.url = search_url();
