@@ -162,7 +162,22 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         let config: Config = figment
-            .merge(Env::prefixed("OUTBOUND_").split("__"))
+            // Only the config's own sections: scripts use other OUTBOUND_*
+            // variables (OUTBOUND_STACK_DIR, ...) that are not config keys.
+            .merge(Env::prefixed("OUTBOUND_").split("__").filter(|k| {
+                matches!(
+                    k.as_str().split('.').next(),
+                    Some(
+                        "app_id"
+                            | "instance_id"
+                            | "kafka"
+                            | "source"
+                            | "state"
+                            | "metrics"
+                            | "sink"
+                    )
+                )
+            }))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("{e}"))
