@@ -165,8 +165,9 @@ impl Config {
             // Only the config's own sections: scripts use other OUTBOUND_*
             // variables (OUTBOUND_STACK_DIR, ...) that are not config keys.
             .merge(Env::prefixed("OUTBOUND_").split("__").filter(|k| {
+                let key = k.as_str().to_ascii_lowercase();
                 matches!(
-                    k.as_str().split('.').next(),
+                    key.split("__").next().and_then(|s| s.split('.').next()),
                     Some(
                         "app_id"
                             | "instance_id"
