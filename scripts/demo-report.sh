@@ -8,19 +8,21 @@
 #   scripts/demo.sh && scripts/demo-report.sh
 #
 # Environment: OUTBOUND_SEARCH_URL (default http://127.0.0.1:9200),
-# OUTBOUND_DEMO_APP_ID (default outbound-demo-<time>: fresh topics, group
-# and state), CARGO_TARGET_DIR. The stack must be up (scripts/demo.sh).
+# OUTBOUND_DEMO_APP_ID (default outbound), CARGO_TARGET_DIR. The stack must be
+# up (scripts/demo.sh). The app id stays the same across runs on purpose: the
+# indices are versioned by the output topics' offsets, so a new app id (new
+# topics, offsets from 0) needs new indices too (OUTBOUND_SINK__INDEX_PREFIX).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 url="${OUTBOUND_SEARCH_URL:-http://127.0.0.1:9200}"
-app="${OUTBOUND_DEMO_APP_ID:-outbound-demo-$(date +%s)}"
+app="${OUTBOUND_DEMO_APP_ID:-outbound}"
 work="$(mktemp -d)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/outbound/target}"
 
 echo "demo-report: building outbound"
-cargo build --quiet --release --bin outbound --manifest-path "$repo/Cargo.toml"
-"$CARGO_TARGET_DIR/release/outbound" run --app-id "$app" --state-dir "$work/state" \
+cargo build --quiet --bin outbound --manifest-path "$repo/Cargo.toml"
+"$CARGO_TARGET_DIR/debug/outbound" run --app-id "$app" --state-dir "$work/state" \
   --metrics-listen "" >"$work/outbound.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; echo "demo-report: outbound log: $work/outbound.log"' EXIT
