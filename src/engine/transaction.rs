@@ -102,7 +102,13 @@ impl Transactions {
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "1000000");
+            .set("queue.buffering.max.messages", "1000000")
+            // Right after a commit the coordinator answers AddPartitionsToTxn
+            // with CONCURRENT_TRANSACTIONS until the markers are written;
+            // librdkafka's default backoff (100 ms growing to 1 s) would
+            // stall every transaction. Kafka's Java producer retries at 20 ms.
+            .set("retry.backoff.ms", "10")
+            .set("retry.backoff.max.ms", "100");
         for (k, v) in &config.kafka.properties {
             cc.set(k, v);
         }
@@ -166,7 +172,7 @@ impl Transactions {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    self.producer.poll(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
                     return Err(TxnError::Aborted(format!(
@@ -219,7 +225,7 @@ impl Transactions {
     ) -> Result<(), TxnError> {
         // Flushing serves every delivery report, so failures and changelog
         // offsets are known before the commit decision.
-        self.producer.flush(self.timeout).map_err(classify)?;
+        self.flush()?;
         {
             let d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
             if !d.failures.is_empty() {
@@ -243,6 +249,28 @@ impl Transactions {
                 },
             }
         }
+    }
+
+    /// Sends everything queued and serves its delivery reports. rust-rdkafka's
+    /// `flush` polls in fixed 100 ms slices (its `poll` always waits out its
+    /// timeout), which would put a 100 ms floor under every commit; this
+    /// polls in 1 ms slices instead.
+    fn flush(&self) -> Result<(), TxnError> {
+        let deadline = Instant::now() + self.timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(TxnError::Aborted(format!(
+                    "{} records still undelivered after {:?}",
+                    self.producer.in_flight_count(),
+                    self.timeout
+                )));
+            }
+            // A zero-timeout flush skips linger.ms for what is queued now;
+            // its TimedOut result only says records are still in flight.
+            let _ = self.producer.flush(Duration::ZERO);
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// Aborts the open transaction and forgets its delivery reports.
