@@ -103,8 +103,7 @@ impl Restorer {
         let cp = s.checkpoint().clone();
         let (topic, partition) = (cp.changelog.topic.clone(), cp.changelog.partition);
         let (low, high) = self
-            .consumer
-            .fetch_watermarks(&topic, partition, Duration::from_secs(30))
+            .watermarks(&topic, partition)
             .with_context(|| format!("reading the offsets of changelog {topic}[{partition}]"))?;
         let mut next = cp.next_offset;
         let reason = if next > high {
@@ -147,6 +146,27 @@ impl Restorer {
             .incremental_assign(&tpl)
             .context("assigning a changelog partition")?;
         Ok(RestoreStart::Started)
+    }
+
+    /// The changelog partition's low and high offsets. A topic another
+    /// instance has just created may not have a leader yet: such errors are
+    /// retried for a while rather than failing the assignment.
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self
+                .consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            {
+                Err(e) if transient(&e) && Instant::now() < deadline => {
+                    warn!(changelog = %format!("{topic}[{partition}]"), error = %e, "changelog offsets not readable yet; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Stops restoring a changelog partition (its task was revoked).
@@ -251,4 +271,24 @@ impl Restorer {
         }
         Ok(done)
     }
+}
+
+/// Errors of a partition whose leadership is still settling (a new topic, a
+/// broker restart).
+fn transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::UnknownTopicOrPartition
+                | C::UnknownPartition
+                | C::UnknownTopic
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+        )
+    )
 }

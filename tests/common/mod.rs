@@ -111,17 +111,19 @@ pub fn produce(
 }
 
 /// The latest committed value of every key of `topic` (tombstones remove).
-pub fn fold_topic(topic: &str) -> BTreeMap<String, Value> {
+/// Broker errors (a topic just created, a leader not yet elected) are
+/// returned, not panicked on: callers poll with [`wait_for`].
+pub fn fold_topic(topic: &str) -> Result<BTreeMap<String, Value>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("fold"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .expect("consumer");
+        .map_err(|e| format!("fold consumer: {e}"))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
     let partitions: Vec<i32> = md
         .topics()
         .iter()
@@ -132,29 +134,34 @@ pub fn fold_topic(topic: &str) -> BTreeMap<String, Value> {
     for p in &partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .expect("watermarks");
+            .map_err(|e| format!("watermarks of {topic}[{p}]: {e}"))?;
         if high > low {
             tpl.add_partition_offset(topic, *p, Offset::Offset(low))
-                .expect("tpl");
+                .map_err(|e| format!("{topic}[{p}]: {e}"))?;
             ends.insert(*p, high);
         }
     }
     let mut out = BTreeMap::new();
     if ends.is_empty() {
-        return out;
+        return Ok(out);
     }
-    consumer.assign(&tpl).expect("assign");
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("assign {topic}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
-    while done.values().any(|d| !d) && Instant::now() < deadline {
+    while done.values().any(|d| !d) {
+        if Instant::now() >= deadline {
+            return Err(format!("{topic} not read to its end within 60 s"));
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
             match m.payload() {
                 Some(v) => {
-                    out.insert(
-                        key,
-                        serde_json::from_slice(v).expect("output value is JSON"),
-                    );
+                    let value = serde_json::from_slice(v).map_err(|e| {
+                        format!("{topic}[{}]@{}: not JSON: {e}", m.partition(), m.offset())
+                    })?;
+                    out.insert(key, value);
                 }
                 None => {
                     out.remove(&key);
@@ -172,7 +179,7 @@ pub fn fold_topic(topic: &str) -> BTreeMap<String, Value> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Detail and rollup outputs the pipeline core computes over the final table
@@ -355,6 +362,14 @@ impl Outbound {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log, for failure messages (the log's
+    /// temporary directory is gone once the test unwinds).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     pub fn is_running(&mut self) -> bool {
