@@ -298,7 +298,14 @@ pub struct RunSpec<'a> {
 }
 
 impl Outbound {
+    /// Starts `outbound run` with the engine only (the in-process sink off).
     pub fn start(spec: &RunSpec<'_>, generation: usize) -> Self {
+        Self::start_with_env(spec, generation, &[])
+    }
+
+    /// Starts `outbound run` with further environment variables, set after
+    /// the defaults so they override them (e.g. `OUTBOUND_SINK__IN_RUN=true`).
+    pub fn start_with_env(spec: &RunSpec<'_>, generation: usize, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(spec.log_dir).expect("log dir");
         let log = spec
             .log_dir
@@ -326,6 +333,7 @@ impl Outbound {
             .env("OUTBOUND_SINK__IN_RUN", "false")
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .spawn()
