@@ -45,6 +45,9 @@ pub struct KafkaConfig {
     /// Broker-side transaction timeout: bounds how long a crashed instance's
     /// open transaction blocks readers of the partitions it wrote.
     pub transaction_timeout_ms: u64,
+    /// How often records the stages have committed are deleted from the
+    /// repartition topics (which have no time retention); 0 turns it off.
+    pub purge_interval_ms: u64,
     /// Extra librdkafka properties for every client (e.g. security settings).
     pub properties: BTreeMap<String, String>,
 }
@@ -110,6 +113,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             commit_interval_ms: 100,
             transaction_timeout_ms: 10_000,
+            purge_interval_ms: 30_000,
             properties: BTreeMap::new(),
         }
     }

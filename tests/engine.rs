@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use common::history::{generate, SourceRecord};
 use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 
 const PARTITIONS: i32 = 4;
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -27,7 +31,12 @@ impl Scenario {
         Self {
             history: generate(seed, &prefix, orders, changes),
             prefix,
-            dir: tempfile::tempdir().expect("tempdir"),
+            // OUTBOUND_TEST_KEEP=1 keeps state directories and logs.
+            dir: tempfile::Builder::new()
+                .prefix(name)
+                .disable_cleanup(std::env::var_os("OUTBOUND_TEST_KEEP").is_some())
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -78,6 +87,44 @@ impl Scenario {
     }
 }
 
+/// Deletes the scenario's topics (sources, internal, outputs): a single-node
+/// broker slows down as thousands of test partitions pile up.
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if std::env::var_os("OUTBOUND_TEST_KEEP").is_some() {
+            return;
+        }
+        let Ok(consumer) = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create::<BaseConsumer>()
+        else {
+            return;
+        };
+        let Ok(md) = consumer.fetch_metadata(None, Duration::from_secs(10)) else {
+            return;
+        };
+        let names: Vec<String> = md
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let Ok(admin) = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create::<AdminClient<DefaultClientContext>>()
+        else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            let _ = rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()));
+        }
+    }
+}
+
 fn restored_records(log: &str) -> u64 {
     log.lines()
         .filter(|l| l.contains("restore complete"))
@@ -95,6 +142,27 @@ fn outputs_equal_the_pipeline_core_for_a_generated_history() {
     let state = s.state("a");
     let mut outbound = Outbound::start(&s.spec("a", &state), 0);
     s.assert_outputs_converge(&[&outbound]);
+    // The repartition topics keep records without time retention; what the
+    // stages committed is purged.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("consumer");
+    wait_for("the rekey topic to be purged", DEADLINE, || {
+        let topic = format!("{}-rekey", s.prefix);
+        let mut lows = Vec::new();
+        for p in 0..PARTITIONS {
+            let (low, _) = consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            lows.push(low);
+        }
+        if lows.iter().all(|l| *l > 0) {
+            Ok(())
+        } else {
+            Err(format!("low watermarks {lows:?}"))
+        }
+    });
     let status = outbound.stop();
     assert!(
         status.success(),

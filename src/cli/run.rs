@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// `kafka.transaction_timeout_ms`: bounds how long a crashed instance's open transaction blocks readers [default: 10000]
     #[arg(long)]
     pub transaction_timeout_ms: Option<u64>,
+    /// `kafka.purge_interval_ms`: how often committed records are deleted from the repartition topics; 0 = never [default: 30000]
+    #[arg(long)]
+    pub purge_interval_ms: Option<u64>,
     /// `source.topic_prefix`: Debezium's topic.prefix [default: outbound]
     #[arg(long)]
     pub topic_prefix: Option<String>,
@@ -127,6 +130,11 @@ impl RunArgs {
             Some("kafka"),
             "transaction_timeout_ms",
             self.transaction_timeout_ms.map(Value::from),
+        );
+        set(
+            Some("kafka"),
+            "purge_interval_ms",
+            self.purge_interval_ms.map(Value::from),
         );
         set(Some("source"), "topic_prefix", s(&self.topic_prefix));
         set(Some("source"), "orders_table", s(&self.orders_table));

@@ -5,6 +5,7 @@
 
 pub mod partitioner;
 pub mod processors;
+pub mod purge;
 pub mod restore;
 pub mod stream_thread;
 pub mod task;

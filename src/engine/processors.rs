@@ -67,7 +67,13 @@ impl Output<'_> {
             detail,
             "record sent to the dead-letter topic"
         );
-        let headers = dead_letter_headers(detail, m.topic(), m.partition(), m.offset());
+        let headers = dead_letter_headers(
+            detail,
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            m.timestamp().to_millis(),
+        );
         let key = m.key().unwrap_or_default();
         let partition = partition_for(key, self.topics.partitions);
         self.txn.send(

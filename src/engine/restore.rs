@@ -195,6 +195,12 @@ impl Restorer {
             match self.consumer.poll(Duration::from_millis(20)) {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
+                // librdkafka reconnects by itself: a broker hiccup only
+                // slows the restore down.
+                Some(Err(e)) if transient(&e) => {
+                    warn!(error = %e, "reading the changelogs: transient error");
+                    break;
+                }
                 Some(Err(e)) => return Err(e).context("reading a changelog"),
                 Some(Ok(m)) => {
                     read += 1;

@@ -24,10 +24,11 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, Statistics, TopicPar
 use tracing::{error, info, warn};
 
 use super::processors::{self, Output, ProcessError};
+use super::purge::Purger;
 use super::restore::{RestoreStart, Restorer};
 use super::task::{store_spec, StreamTask, TaskStatus};
 use super::topology::{Stage, Topics};
-use super::transaction::{Transactions, TxnError};
+use super::transaction::{Committed, Transactions, TxnError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -38,11 +39,17 @@ pub struct Core {
     topics: Topics,
     txn: Transactions,
     restorer: Restorer,
+    purger: Purger,
     resources: StoreResources,
     tasks: BTreeMap<(Stage, i32), StreamTask>,
     /// Next offset per input partition, for records processed in the open
     /// transaction (what the commit sends as consumed offsets).
     positions: HashMap<(String, i32), i64>,
+    /// Partitions this instance holds (sources and stage inputs): not ready
+    /// while it holds none.
+    assigned: usize,
+    /// When the transactional producer was last replaced after failing.
+    recoveries: Vec<Instant>,
     last_commit: Instant,
     /// Source timestamps of final outputs in the open transaction.
     source_times: Vec<i64>,
@@ -111,6 +118,7 @@ impl Core {
         tpl: &TopicPartitionList,
     ) -> anyhow::Result<()> {
         self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        self.assigned += tpl.count();
         let mut paused = TopicPartitionList::new();
         for elem in tpl.elements() {
             let Some(stage) = self.topics.stage_of(elem.topic()) else {
@@ -182,6 +190,7 @@ impl Core {
         tpl: &TopicPartitionList,
     ) -> anyhow::Result<()> {
         self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        self.assigned = self.assigned.saturating_sub(tpl.count());
         // Finish the open transaction while the partitions are still ours.
         self.commit(consumer)?;
         for elem in tpl.elements() {
@@ -292,7 +301,7 @@ impl Core {
                 warn!(%reason, "transaction failed while processing; rewinding");
                 self.rewind(consumer)
             }
-            Err(ProcessError::Txn(fatal @ TxnError::Fatal(_))) => Err(fatal.into()),
+            Err(ProcessError::Txn(TxnError::Fatal(reason))) => self.recover(consumer, &reason),
             Err(ProcessError::Store(e)) => Err(anyhow::Error::new(e)).with_context(|| {
                 format!("state failure processing {topic}[{partition}] offset {offset}")
             }),
@@ -312,7 +321,11 @@ impl Core {
             return Ok(());
         }
         match self.try_commit(consumer) {
-            Ok(()) => Ok(()),
+            Ok(committed) => {
+                self.apply_committed(&committed)?;
+                self.purger.maybe_purge();
+                Ok(())
+            }
             Err(TxnError::Aborted(reason)) => {
                 self.metrics
                     .transactions
@@ -321,11 +334,40 @@ impl Core {
                 warn!(%reason, "transaction aborted; rewinding to the last commit");
                 self.rewind(consumer)
             }
-            Err(fatal) => Err(fatal.into()),
+            Err(TxnError::Fatal(reason)) => self.recover(consumer, &reason),
         }
     }
 
-    fn try_commit(&mut self, consumer: &EngineConsumer) -> Result<(), TxnError> {
+    /// The producer failed for good: fenced after the broker timed out our
+    /// transaction (a long stall), or a fatal idempotence error. Its
+    /// transaction is aborted either way and the stores hold only committed
+    /// writes, so a new producer (whose initialisation fences the old one)
+    /// and a rewind to the committed offsets continue exactly once. Repeated
+    /// failures (e.g. two live instances sharing an instance id) stop the
+    /// process instead.
+    fn recover(&mut self, consumer: &EngineConsumer, reason: &str) -> anyhow::Result<()> {
+        const WINDOW: Duration = Duration::from_secs(300);
+        const LIMIT: usize = 3;
+        self.recoveries.retain(|t| t.elapsed() < WINDOW);
+        if self.recoveries.len() >= LIMIT {
+            anyhow::bail!(
+                "transactional producer failed for good {} times within {WINDOW:?} (is another \
+                 instance running with instance id `{}`?): {reason}",
+                LIMIT + 1,
+                self.config.instance_id
+            );
+        }
+        self.recoveries.push(Instant::now());
+        self.metrics
+            .transactions
+            .with_label_values(&["aborted"])
+            .inc();
+        warn!(%reason, "transactional producer failed; starting a new one and rewinding to the last commit");
+        self.txn = Transactions::new(&self.config)?;
+        self.rewind(consumer)
+    }
+
+    fn try_commit(&mut self, consumer: &EngineConsumer) -> Result<Committed, TxnError> {
         for task in self.tasks.values() {
             for (key, value) in task.buffer.changelog_records() {
                 self.txn
@@ -358,6 +400,12 @@ impl Core {
         for ts in self.source_times.drain(..) {
             e2e.observe((now_ms - ts).max(0) as f64 / 1000.0);
         }
+        Ok(committed)
+    }
+
+    /// Applies each task's buffered writes with the changelog offset the
+    /// committed transaction reached.
+    fn apply_committed(&mut self, committed: &Committed) -> anyhow::Result<()> {
         for task in self.tasks.values_mut() {
             let next = committed
                 .changelog_next
@@ -370,13 +418,20 @@ impl Core {
                 // The transaction is committed: a failure to apply it locally
                 // leaves the store at its previous checkpoint, and a restart
                 // restores the tail. Stop rather than run on a stale store.
-                if let Err(e) = store.commit(&mut task.buffer, next) {
-                    error!(error = %e, "applying a committed transaction to the local store failed");
-                    return Err(TxnError::Fatal(e.to_string()));
-                }
+                store.commit(&mut task.buffer, next).with_context(|| {
+                    format!(
+                        "applying a committed transaction to the store of task {}-{}",
+                        task.stage.name(),
+                        task.partition
+                    )
+                })?;
             }
         }
-        self.positions.clear();
+        for ((topic, partition), next) in self.positions.drain() {
+            if self.topics.stage_of(&topic).is_some() {
+                self.purger.committed(&topic, partition, next);
+            }
+        }
         Ok(())
     }
 
@@ -395,9 +450,7 @@ impl Core {
         for (topic, partition) in self.positions.keys() {
             tpl.add_partition(topic, *partition);
         }
-        let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(30))
-            .context("reading committed offsets to rewind after an abort")?;
+        let committed = committed_offsets(consumer, &tpl)?;
         for elem in committed.elements() {
             let to = match elem.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
@@ -425,7 +478,8 @@ impl Core {
                     .set(n as i64);
             }
         }
-        let ready = self.tasks.values().all(|t| t.status == TaskStatus::Running);
+        let ready =
+            self.assigned > 0 && self.tasks.values().all(|t| t.status == TaskStatus::Running);
         self.metrics.set_ready(ready);
     }
 
@@ -470,6 +524,28 @@ impl Core {
     }
 }
 
+/// The group's committed offsets of `tpl`. Without them a rewind cannot
+/// happen, and a broker that is slow or restarting comes back: retry for a
+/// few minutes before giving up.
+fn committed_offsets(
+    consumer: &EngineConsumer,
+    tpl: &TopicPartitionList,
+) -> anyhow::Result<TopicPartitionList> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
+            Ok(offsets) => return Ok(offsets),
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "reading committed offsets to rewind; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("reading committed offsets to rewind after an abort"),
+        }
+    }
+}
+
 /// Runs the stream stages until `shutdown` is requested or a fatal error.
 pub fn run(
     config: Config,
@@ -491,9 +567,12 @@ pub fn run(
         topics: topics.clone(),
         txn,
         restorer,
+        purger: Purger::new(&config)?,
         resources,
         tasks: BTreeMap::new(),
         positions: HashMap::new(),
+        assigned: 0,
+        recoveries: Vec::new(),
         last_commit: Instant::now(),
         source_times: Vec::new(),
         metrics: metrics.clone(),

@@ -13,10 +13,13 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 
@@ -88,18 +91,56 @@ impl Topics {
         Stage::ALL.into_iter().find(|s| self.input(*s) == topic)
     }
 
-    /// The topics this app creates, with their cleanup policy.
-    fn owned(&self) -> Vec<(String, &'static str)> {
+    /// The topics this app creates, with their kind.
+    fn owned(&self) -> Vec<(String, TopicKind)> {
         let mut out = vec![
-            (self.rekey.clone(), "delete"),
-            (self.detail_changes.clone(), "delete"),
-            (self.rollup_deltas.clone(), "delete"),
-            (self.details.clone(), "compact"),
-            (self.rollups.clone(), "compact"),
-            (self.dead_letter.clone(), "delete"),
+            (self.rekey.clone(), TopicKind::Repartition),
+            (self.detail_changes.clone(), TopicKind::Repartition),
+            (self.rollup_deltas.clone(), TopicKind::Repartition),
+            (self.details.clone(), TopicKind::Compacted),
+            (self.rollups.clone(), TopicKind::Compacted),
+            (self.dead_letter.clone(), TopicKind::DeadLetter),
         ];
-        out.extend(Stage::ALL.map(|s| (self.changelog(s), "compact")));
+        out.extend(Stage::ALL.map(|s| (self.changelog(s), TopicKind::Compacted)));
         out
+    }
+}
+
+/// How a topic is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopicKind {
+    /// Between stages. Records carry their source change's timestamp, which
+    /// may be days or years old (a snapshot, a replay): time retention would
+    /// delete records not yet processed. So no retention; the engine purges
+    /// what its stages have committed (`kafka.purge_interval_ms`), as Kafka
+    /// Streams does for its repartition topics.
+    Repartition,
+    /// Changelogs and outputs: the latest record per key, kept forever.
+    Compacted,
+    /// Retention counts from when a record was dead-lettered (the broker's
+    /// append time); its original timestamp is in a header.
+    DeadLetter,
+}
+
+impl TopicKind {
+    fn configs(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            TopicKind::Repartition => &[
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1"),
+            ],
+            TopicKind::Compacted => &[
+                ("cleanup.policy", "compact"),
+                // Keep tombstones long enough for a slow restore to see them.
+                ("delete.retention.ms", "86400000"),
+                ("min.compaction.lag.ms", "0"),
+            ],
+            TopicKind::DeadLetter => &[
+                ("cleanup.policy", "delete"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ],
+        }
     }
 }
 
@@ -142,29 +183,25 @@ pub async fn ensure_topics(config: &Config, topics: &Topics) -> anyhow::Result<(
             }
         }
     }
-    let missing: Vec<&(String, &str)> = owned
+    let missing: Vec<&(String, TopicKind)> = owned
         .iter()
         .filter(|(n, _)| !existing.contains_key(n.as_str()))
         .collect();
+    warn_on_time_retention(&admin, &owned, &existing).await;
     if missing.is_empty() {
         return Ok(());
     }
     let new_topics: Vec<NewTopic> = missing
         .iter()
-        .map(|(name, policy)| {
-            let t = NewTopic::new(
-                name,
-                topics.partitions,
-                TopicReplication::Fixed(config.kafka.replication_factor),
+        .map(|(name, kind)| {
+            kind.configs().iter().fold(
+                NewTopic::new(
+                    name,
+                    topics.partitions,
+                    TopicReplication::Fixed(config.kafka.replication_factor),
+                ),
+                |t, (k, v)| t.set(k, v),
             )
-            .set("cleanup.policy", policy);
-            if *policy == "compact" {
-                // Keep tombstones long enough for a slow restore to see them.
-                t.set("delete.retention.ms", "86400000")
-                    .set("min.compaction.lag.ms", "0")
-            } else {
-                t
-            }
         })
         .collect();
     let results = admin
@@ -184,4 +221,49 @@ pub async fn ensure_topics(config: &Config, topics: &Topics) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Repartition topics created by another tool (or an older version) may
+/// delete unprocessed records by time: say so, with the fix.
+async fn warn_on_time_retention(
+    admin: &AdminClient<DefaultClientContext>,
+    owned: &[(String, TopicKind)],
+    existing: &std::collections::HashMap<&str, usize>,
+) {
+    let specs: Vec<ResourceSpecifier<'_>> = owned
+        .iter()
+        .filter(|(n, k)| *k == TopicKind::Repartition && existing.contains_key(n.as_str()))
+        .map(|(n, _)| ResourceSpecifier::Topic(n))
+        .collect();
+    if specs.is_empty() {
+        return;
+    }
+    let results = match admin
+        .describe_configs(specs.iter(), &AdminOptions::new())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "could not read the configs of the repartition topics");
+            return;
+        }
+    };
+    for resource in results.into_iter().flatten() {
+        let retention = resource
+            .get("retention.ms")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        if retention != "-1" {
+            let topic = match &resource.specifier {
+                OwnedResourceSpecifier::Topic(t) => t.clone(),
+                other => format!("{other:?}"),
+            };
+            warn!(
+                %topic, %retention,
+                "repartition topic has time retention: records older than retention.ms by their \
+                 source timestamp may be deleted before they are processed; set retention.ms=-1 \
+                 (kafka-configs --alter --entity-type topics --entity-name <topic> --add-config retention.ms=-1)"
+            );
+        }
+    }
 }

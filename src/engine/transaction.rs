@@ -313,8 +313,17 @@ fn classify(e: KafkaError) -> TxnError {
 }
 
 /// Headers of a dead-letter record: why it failed and where it came from.
-pub fn dead_letter_headers(reason: &str, topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
-    OwnedHeaders::new()
+/// The dead-letter topic keeps append times (retention counts from the
+/// failure); the record's own timestamp goes in `outbound.source.timestamp`.
+pub fn dead_letter_headers(
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+) -> OwnedHeaders {
+    let timestamp = timestamp_ms.map(|t| t.to_string());
+    let headers = OwnedHeaders::new()
         .insert(Header {
             key: "outbound.error",
             value: Some(reason),
@@ -330,5 +339,12 @@ pub fn dead_letter_headers(reason: &str, topic: &str, partition: i32, offset: i6
         .insert(Header {
             key: "outbound.source.offset",
             value: Some(&offset.to_string()),
-        })
+        });
+    match &timestamp {
+        Some(ts) => headers.insert(Header {
+            key: "outbound.source.timestamp",
+            value: Some(ts.as_str()),
+        }),
+        None => headers,
+    }
 }

@@ -67,6 +67,14 @@ impl DeadLetter {
                 key: "outbound.source.offset",
                 value: Some(offset.as_str()),
             });
+        // The topic keeps append times; the source change's time is here.
+        let timestamp = self.timestamp_ms.map(|t| t.to_string());
+        if let Some(ts) = &timestamp {
+            h = h.insert(Header {
+                key: "outbound.source.timestamp",
+                value: Some(ts.as_str()),
+            });
+        }
         if let Some(index) = &self.index {
             h = h.insert(Header {
                 key: "outbound.index",
@@ -131,9 +139,6 @@ impl DeadLetterProducer {
             }
             if let Some(v) = &l.value {
                 record = record.payload(v.as_slice());
-            }
-            if let Some(ts) = l.timestamp_ms {
-                record = record.timestamp(ts);
             }
             let delivery = loop {
                 match self.producer.send_result(record) {

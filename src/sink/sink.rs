@@ -210,11 +210,12 @@ async fn ensure_topic(
         kafka.create().context("creating a Kafka admin client")?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(
-                topic,
-                partitions,
-                TopicReplication::Fixed(replication),
-            )],
+            // Retention counts from when a record was dead-lettered (append
+            // time), not from its source change, which may be long past.
+            &[
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+                    .set("message.timestamp.type", "LogAppendTime"),
+            ],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await

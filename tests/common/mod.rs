@@ -331,6 +331,8 @@ impl Outbound {
             .arg(spec.state_dir)
             .env("OUTBOUND_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
             .env("OUTBOUND_SINK__IN_RUN", "false")
+            // Purge the repartition topics often enough for tests to see it.
+            .env("OUTBOUND_KAFKA__PURGE_INTERVAL_MS", "1000")
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
