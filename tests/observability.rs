@@ -389,6 +389,25 @@ fn every_dashboard_and_alert_expression_returns_data_from_a_live_pipeline() {
 
     // Every dashboard expression, with $instance = this process, returns at
     // least one finite sample.
+    // rate() over a window needs the counters to move between scrapes: the
+    // history above is processed faster than one scrape interval, so keep a
+    // trickle of further changes flowing while the expressions are checked.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        let prefix = prefix.clone();
+        let more = generate(8, &prefix, 40, 2000);
+        std::thread::spawn(move || {
+            let p = producer();
+            for chunk in more.records.chunks(5) {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                produce(&p, &prefix, &stamped_now(chunk));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
     let instance_re = regex_escape(&addr);
     let exprs = dashboard_exprs();
     assert!(exprs.len() > 30, "{} dashboard expressions", exprs.len());
@@ -415,6 +434,8 @@ fn every_dashboard_and_alert_expression_returns_data_from_a_live_pipeline() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = trickle.join();
     assert!(
         empty.is_empty(),
         "dashboard panels without data:\n{}",
