@@ -163,12 +163,7 @@ fn outputs_equal_the_pipeline_core_for_a_generated_history() {
             Err(format!("low watermarks {lows:?}"))
         }
     });
-    let status = outbound.stop();
-    assert!(
-        status.success(),
-        "clean exit on SIGTERM: {status}; log:\n{}",
-        outbound.log_tail(40)
-    );
+    outbound.stop_cleanly();
 }
 
 #[test]
@@ -204,8 +199,7 @@ fn kill_nine_at_random_moments_changes_nothing() {
     assert!(kills >= 10);
     let mut last = Outbound::start(&s.spec("a", &state), 99);
     s.assert_outputs_converge(&[&last]);
-    let status = last.stop();
-    assert!(status.success(), "{status}; log:\n{}", last.log_tail(40));
+    last.stop_cleanly();
 }
 
 #[test]
@@ -215,8 +209,7 @@ fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
     let state = s.state("a");
     let mut first = Outbound::start(&s.spec("a", &state), 0);
     s.assert_outputs_converge(&[&first]);
-    let status = first.stop();
-    assert!(status.success(), "{status}; log:\n{}", first.log_tail(40));
+    first.stop_cleanly();
 
     // Intact directory: the stores are at the changelog end.
     let mut second = Outbound::start(&s.spec("a", &state), 1);
@@ -232,8 +225,7 @@ fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
         }
     });
     s.assert_outputs_converge(&[&second]);
-    let status = second.stop();
-    assert!(status.success(), "{status}; log:\n{}", second.log_tail(40));
+    second.stop_cleanly();
     let tail = restored_records(&second.log_text());
     assert!(
         tail < 100,
@@ -253,8 +245,7 @@ fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
             Err(format!("{n} records restored so far"))
         }
     });
-    let status = third.stop();
-    assert!(status.success(), "{status}; log:\n{}", third.log_tail(40));
+    third.stop_cleanly();
 }
 
 #[test]
@@ -278,7 +269,6 @@ fn three_instances_survive_losing_one() {
     produce(&producer, &s.prefix, &s.history.records[half..]);
     s.assert_outputs_converge(&[&a, &c]);
     for mut o in [a, c] {
-        let status = o.stop();
-        assert!(status.success(), "{status}; log:\n{}", o.log_tail(40));
+        o.stop_cleanly();
     }
 }

@@ -190,15 +190,6 @@ fn spec<'a>(prefix: &'a str, state_dir: &'a Path, log_dir: &'a Path) -> RunSpec<
     }
 }
 
-fn stop_cleanly(outbound: &mut Outbound) {
-    let status = outbound.stop();
-    assert!(
-        status.success(),
-        "clean exit on SIGTERM: {status}; log:\n{}",
-        outbound.log_tail(40)
-    );
-}
-
 #[test]
 fn indices_equal_the_pipeline_core_after_run_and_sink_and_across_processes() {
     let prefix = unique("report-e2e");
@@ -231,7 +222,7 @@ fn indices_equal_the_pipeline_core_after_run_and_sink_and_across_processes() {
         &index_prefix,
         &mut first,
     );
-    stop_cleanly(&mut first);
+    first.stop_cleanly();
 
     // A second process, empty state directory, the sink replaying everything.
     let sink_group = format!("{prefix}-sink");
@@ -281,5 +272,5 @@ fn indices_equal_the_pipeline_core_after_run_and_sink_and_across_processes() {
             &changed[..changed.len().min(3)]
         );
     }
-    stop_cleanly(&mut second);
+    second.stop_cleanly();
 }

@@ -267,3 +267,60 @@ async fn warn_on_time_retention(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds() -> Vec<(String, TopicKind)> {
+        let config = Config::default();
+        Topics::new(&config, vec!["outbound.orders.order_demo".into()]).owned()
+    }
+
+    fn config_of(kind: TopicKind, key: &str) -> Option<&'static str> {
+        kind.configs()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn stage_inputs_are_repartition_topics_without_time_retention() {
+        let topics = Topics::new(&Config::default(), Vec::new());
+        let owned = kinds();
+        for stage in Stage::ALL {
+            let (_, kind) = owned
+                .iter()
+                .find(|(n, _)| n == topics.input(stage))
+                .expect("stage input is created");
+            assert_eq!(*kind, TopicKind::Repartition, "{}", stage.name());
+            assert_eq!(config_of(*kind, "retention.ms"), Some("-1"));
+            assert_eq!(config_of(*kind, "cleanup.policy"), Some("delete"));
+        }
+    }
+
+    #[test]
+    fn changelogs_and_outputs_are_compacted_and_dead_letters_keep_append_time() {
+        let topics = Topics::new(&Config::default(), Vec::new());
+        let owned = kinds();
+        let kind_of = |name: &str| owned.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+        for name in Stage::ALL
+            .map(|s| topics.changelog(s))
+            .into_iter()
+            .chain([topics.details.clone(), topics.rollups.clone()])
+        {
+            assert_eq!(kind_of(&name), Some(TopicKind::Compacted), "{name}");
+        }
+        assert_eq!(
+            config_of(TopicKind::Compacted, "cleanup.policy"),
+            Some("compact")
+        );
+        assert_eq!(kind_of(&topics.dead_letter), Some(TopicKind::DeadLetter));
+        assert_eq!(
+            config_of(TopicKind::DeadLetter, "message.timestamp.type"),
+            Some("LogAppendTime")
+        );
+        // Source topics belong to Debezium: never created or configured here.
+        assert_eq!(kind_of("outbound.orders.order_demo"), None);
+    }
+}

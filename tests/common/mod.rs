@@ -370,6 +370,16 @@ impl Outbound {
         }
     }
 
+    /// SIGTERM and assert a clean exit, with the log's tail if not.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "clean exit on SIGTERM: {status}; log:\n{}",
+            self.log_tail(40)
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
