@@ -68,7 +68,12 @@ impl Restorer {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
             .set("fetch.max.bytes", "52428800")
-            .set("max.partition.fetch.bytes", "10485760");
+            .set("max.partition.fetch.bytes", "10485760")
+            // A fetch that includes a partition already at its end waits
+            // fetch.wait.max.ms (500 ms by default) at the broker, holding
+            // back partitions assigned meanwhile: restores are bursts of
+            // reads, so keep the long poll short.
+            .set("fetch.wait.max.ms", "10");
         for (k, v) in &config.kafka.properties {
             cc.set(k, v);
         }
