@@ -612,9 +612,9 @@ pub fn run(
     consumer.subscribe(&subscriptions).context("subscribing")?;
     info!(group = %config.group_id(), transactional_id = %config.transactional_id(), topics = ?subscriptions, "stream stages running");
     let mut last_state_metrics = Instant::now();
+    metrics.liveness.beat("stream");
     let result = (|| -> anyhow::Result<()> {
         while !shutdown.is_requested() {
-            metrics.liveness.beat("stream");
             lock(&core).restore_step(&consumer)?;
             let wait = if lock(&core).restorer.is_idle() {
                 50
@@ -631,6 +631,9 @@ pub fn run(
             }
             let mut c = lock(&core);
             if c.commit_due() {
+                // Once per commit interval, not per record: it reads two
+                // clocks and takes a lock.
+                metrics.liveness.beat("stream");
                 c.commit(&consumer)?;
                 if last_state_metrics.elapsed() >= Duration::from_secs(5) {
                     last_state_metrics = Instant::now();
