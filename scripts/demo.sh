@@ -48,14 +48,42 @@ timeout="${OUTBOUND_DEMO_TIMEOUT:-300}"
 url="${OUTBOUND_SEARCH_URL:-http://127.0.0.1:9200}"
 prefix="${OUTBOUND_SINK__INDEX_PREFIX:-}"
 # Builds are cached outside the clone, shared with scripts/test.sh.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/outbound/target}"
+source "$repo/scripts/build-env.sh"
 
 say() { printf '\n[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '\n[demo] FAILED: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------
-say "1/5 the local stack (stack/stack.sh up) and the seed rows"
-"$repo/stack/stack.sh" up
+say "1/5 the local stack (stack/stack.sh up), while outbound builds"
+command -v cargo >/dev/null || die "cargo is not installed (the Rust toolchain: https://rustup.rs)"
+# apt first: the stack installs packages too, and apt takes one at a time.
+"$repo/scripts/setup-build.sh"
+# The stack mostly downloads and starts JVMs, the build mostly compiles: run
+# them side by side. The stack's progress goes to its log.
+mkdir -p "${OUTBOUND_STACK_DIR:-$repo/.stack}/logs"
+stack_log="${OUTBOUND_STACK_DIR:-$repo/.stack}/logs/stack-up.log"
+"$repo/stack/stack.sh" up >"$stack_log" 2>&1 &
+stack_pid=$!
+echo "stack starting in the background (log: $stack_log)"
+
+say "2/5 building outbound (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+if [ -x "$CARGO_TARGET_DIR/debug/outbound" ]; then
+  echo "an earlier build is cached: this takes seconds"
+else
+  echo "first build: about 4 minutes on two cores (librdkafka's C build is the longest part)"
+fi
+build_started=$SECONDS
+(cd "$repo" && cargo build --bin outbound --locked)
+echo "built in $((SECONDS - build_started))s"
+bin="$CARGO_TARGET_DIR/debug/outbound"
+[ -x "$bin" ] || die "no binary at $bin after the build"
+
+if ! wait "$stack_pid"; then
+  tail -n 40 "$stack_log" >&2
+  die "the local stack failed to come up (log: $stack_log)"
+fi
+tail -n 1 "$stack_log"
+say "the seed rows"
 
 # shellcheck source=stack/lib.sh
 source "$repo/stack/lib.sh"
@@ -81,17 +109,6 @@ sql -e "UPDATE wms.wms_demo SET item_qty = '1' WHERE id = 1;
         UPDATE orders.order_demo SET order_description = 'Apple Iphone X Black-64 GB' WHERE id = 1;"
 echo "seed rows: $(source_rows)"
 
-# ---------------------------------------------------------------------------
-say "2/5 building outbound (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-command -v cargo >/dev/null || die "cargo is not installed (the Rust toolchain: https://rustup.rs)"
-"$repo/scripts/setup-build.sh"
-# The same build as `cargo test --workspace` (same features, dev-dependencies
-# included): a plain `cargo build --bin outbound` resolves the build
-# dependencies differently, which changes librocksdb-sys's build hash and
-# rebuilds RocksDB (half an hour on two cores) beside the tests' copy.
-(cd "$repo" && cargo build --workspace --all-targets --locked)
-bin="$CARGO_TARGET_DIR/debug/outbound"
-[ -x "$bin" ] || die "no binary at $bin after the build"
 
 # ---------------------------------------------------------------------------
 # outbound runs as the stack's components do (stack/lib.sh): in its own

@@ -137,7 +137,8 @@ apt_install() {
   [ -e /usr/sbin/policy-rc.d ] && had_policy=1
   [ $had_policy -eq 1 ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >>"$lf" 2>&1; then
+  if ! { $sudo apt-get update -qq -o DPkg::Lock::Timeout=600 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 "${missing[@]}"; } >>"$lf" 2>&1; then
     [ $had_policy -eq 1 ] || rm -f /usr/sbin/policy-rc.d
     fail "$component" "apt-get install ${missing[*]} failed" "$lf"
   fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every tool the tests shell out to, then checks each is on PATH and
+# fails naming the first one missing: a missing tool is reported here, before
+# the suite runs, rather than as a panic in the middle of it.
+#
+#   docker-compose   tests/compose.rs validates docker-compose.yml with
+#                    `docker-compose config` (no Docker engine needed)
+#   promtool         Prometheus configs and alert rules (observability tests)
+#   mariadb          the SQL client of the CDC tests and the demo
+#   curl, jq         the stack's health checks and the demo
+#   java, mvn        the stack's Kafka, Connect and search node
+#   cargo fmt/clippy the Rust toolchain's components
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+source "$repo/stack/lib.sh"
+apt_install test docker-compose prometheus mariadb-client curl jq
+command -v mvn >/dev/null || apt_install test maven
+command -v java >/dev/null || apt_install test openjdk-17-jdk-headless
+
+missing=()
+for tool in docker-compose promtool mariadb curl jq java mvn cargo; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+cargo fmt --version >/dev/null 2>&1 || missing+=("rustfmt (rustup component add rustfmt)")
+cargo clippy --version >/dev/null 2>&1 || missing+=("clippy (rustup component add clippy)")
+if [ ${#missing[@]} -gt 0 ]; then
+  printf '[test tools] missing: %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+log "test tools: all present (docker-compose $(docker-compose version --short 2>/dev/null), $(promtool --version 2>&1 | head -n 1 | cut -d' ' -f1-3))"
