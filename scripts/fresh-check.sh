@@ -13,7 +13,7 @@
 # Between runs the clone's stack is stopped, as a new session finds it.
 # Everything runs in a network namespace of its own (its own 127.0.0.1, the
 # registries through NAT), so its stack's ports do not collide with a local
-# stack that is already running. Needs root (ip netns, nft).
+# stack that is already running (scripts/isolated.sh). Needs root.
 #
 #   scripts/fresh-check.sh                 all four runs
 #   scripts/fresh-check.sh --only ci|demo  runs 1-2 or 3-4
@@ -40,40 +40,18 @@ log() { printf '[fresh-check %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fmt() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
 tmp="$(mktemp -d /tmp/outbound-fresh.XXXXXX)"
-ns="obfresh$$"
-subnet="10.$((200 + RANDOM % 50)).$((RANDOM % 250)).0"
-host_if="ofh$$" ns_if="ofn$$"
-nft_table="obfresh$$"
+ns="fresh$$"
 
 cleanup() {
   set +e
   for clone in "$tmp"/run-*/outbound; do
     [ -x "$clone/stack/stack.sh" ] && in_ns "$clone" stack/stack.sh down >/dev/null 2>&1
   done
-  ip netns del "$ns" 2>/dev/null
-  ip link del "$host_if" 2>/dev/null
-  nft delete table ip "$nft_table" 2>/dev/null
+  "$repo/scripts/isolated.sh" --delete "$ns"
   if [ $keep -eq 1 ]; then log "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# --- the network namespace: loopback of its own, registries through NAT ----
-command -v nft >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
-prefix="${subnet%.0}"
-ip netns add "$ns"
-ip link add "$host_if" type veth peer name "$ns_if"
-ip link set "$ns_if" netns "$ns"
-ip addr add "$prefix.1/24" dev "$host_if"
-ip link set "$host_if" up
-ip netns exec "$ns" ip addr add "$prefix.2/24" dev "$ns_if"
-ip netns exec "$ns" ip link set "$ns_if" up
-ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip route add default via "$prefix.1"
-sysctl -qw net.ipv4.ip_forward=1
-nft add table ip "$nft_table"
-nft add chain ip "$nft_table" post '{ type nat hook postrouting priority 100; }'
-nft add rule ip "$nft_table" post ip saddr "$subnet/24" masquerade
 
 rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"
 toolchain_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -84,7 +62,7 @@ in_ns() {
   local clone="$1"; shift
   local home; home="$(dirname "$clone")/home"
   mkdir -p "$home"
-  ip netns exec "$ns" env -i \
+  "$repo/scripts/isolated.sh" "$ns" env -i \
     PATH="$toolchain_bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     HOME="$home" RUSTUP_HOME="$rustup_home" CARGO_HOME="$home/.cargo" \
     LANG=C.UTF-8 TERM=dumb USER=root \
