@@ -68,7 +68,7 @@ echo "stack starting in the background (log: $stack_log)"
 
 say "2/5 building outbound (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 if [ -x "$CARGO_TARGET_DIR/debug/outbound" ]; then
-  echo "an earlier build is cached: this takes seconds"
+  echo "an earlier build is cached: only what changed is rebuilt (seconds when nothing did)"
 else
   echo "first build: about 4 minutes on two cores (librdkafka's C build is the longest part)"
 fi
@@ -165,10 +165,14 @@ rollup_keys=("units_daily/2020-02-04|wms|electronics" "courier_daily/2020-02-04|
 # read_topic TOPIC OUT: every committed record of TOPIC, from the beginning,
 # as one JSON object {KEY: {partition, offset, value}} holding each key's
 # newest record. Never creates the topic (outbound creates its own).
+# The console consumer stops after --timeout-ms without a record; a JVM that
+# starts slowly on a loaded machine can miss every record in 3 s, so each
+# fruitless round waits twice as long (up to 24 s).
+read_timeout_ms=3000
 read_topic() {
   kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer \
       --bootstrap-server "$KAFKA_BOOTSTRAP" --topic "$1" --from-beginning \
-      --isolation-level read_committed --timeout-ms 3000 \
+      --isolation-level read_committed --timeout-ms "$read_timeout_ms" \
       --consumer-property allow.auto.create.topics=false \
       --property print.key=true --property print.partition=true --property print.offset=true \
       --property key.separator=$'\t' 2>/dev/null |
@@ -211,6 +215,7 @@ wait_outputs() {
           "$work/rollups.json" >/dev/null 2>&1; then
       return 0
     fi
+    read_timeout_ms=$((read_timeout_ms < 12000 ? read_timeout_ms * 2 : 24000))
     [ $SECONDS -lt $deadline ] ||
       die "timed out after ${timeout}s waiting for item_qty=$qty, \"…$desc\" on $details and $rollups (outbound log: $olog)"
   done
