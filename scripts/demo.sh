@@ -58,6 +58,8 @@ say "1/5 the local stack (stack/stack.sh up), while outbound builds"
 command -v cargo >/dev/null || die "cargo is not installed (the Rust toolchain: https://rustup.rs)"
 # apt first: the stack installs packages too, and apt takes one at a time.
 "$repo/scripts/setup-build.sh"
+# Again: the prebuilt RocksDB setup-build.sh fetched is now there to point at.
+source "$repo/scripts/build-env.sh"
 # The stack mostly downloads and starts JVMs, the build mostly compiles: run
 # them side by side. The stack's progress goes to its log.
 mkdir -p "${OUTBOUND_STACK_DIR:-$repo/.stack}/logs"

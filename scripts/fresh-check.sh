@@ -19,6 +19,8 @@
 #   scripts/fresh-check.sh --only ci|demo  runs 1-2 or 3-4
 #   scripts/fresh-check.sh --keep          keep the temporary directory
 #
+# Stop it with Ctrl-C, or by signalling its whole process group (kill -TERM -PGID).
+#
 # What it cannot make fresh: Debian packages already installed on this
 # machine and the Rust toolchain itself (rustup's, used in place).
 set -euo pipefail
@@ -84,7 +86,7 @@ results=()
 # first appeared in the output when one is given.
 timed() {
   local label="$1" target="$2" clone="$3" marker="$4"; shift 4
-  local out; out="$(dirname "$clone")/$(echo "$label" | tr -c 'a-z0-9' '-').log"
+  local out; out="$(dirname "$clone")/$(printf %s "$label" | tr -cs "a-z0-9" "-").log"
   log "$label: starting (log: $out)"
   local start=$SECONDS rc=0
   set +e

@@ -20,6 +20,8 @@ step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t
 
 step "build prerequisites"
 scripts/setup-build.sh
+# Again: the prebuilt RocksDB setup-build.sh fetched is now there to point at.
+source scripts/build-env.sh
 
 step "test tools"
 scripts/setup-test-tools.sh
@@ -37,7 +39,7 @@ wait_stack() {
   fi
   tail -n 1 "$stack_log"
 }
-trap 'kill "$stack_pid" 2>/dev/null || true' INT TERM
+trap 'kill "$stack_pid" 2>/dev/null; exit 130' INT TERM
 
 step "format and lints"
 cargo fmt --all -- --check
