@@ -3,12 +3,14 @@
 -- reads it a page of items at a time, the rollup queries read all of it.
 --
 -- The placeholders in braces are filled in by `outbound reconcile` from its
--- configuration (see src/reconcile/sql.rs):
+-- configuration (src/reconcile/queries.rs):
+--   {items}         the item rows of every warehouse database in scope, each
+--                   with `source_db` (its database) and the columns below;
+--                   a column a table lacks (warehouse_id, updated_at) is NULL
 --   {items_scope}   which items: e.g. `WHERE w.id > ? ORDER BY w.id LIMIT ?`
---   {items_table}, {orders_table}, {shipments_table}   <database>.<table>
---   {items_db}      the items table's database (the warehouse fallback)
---   {warehouse_id}, {item_updated_at}, {order_updated_at},
---   {shipment_updated_at}   the optional columns, or NULL where a table lacks them
+--   {orders_table}, {shipments_table}   <database>.<table>
+--   {order_updated_at}, {shipment_updated_at}   the optional column, or NULL
+--   {warehouse}     the warehouse rule (warehouse_id, else the database)
 --   {time_zone}     the business time zone, as MariaDB's CONVERT_TZ reads it
 --
 -- Rules, as the business states them:
@@ -27,24 +29,25 @@
 WITH
   scope_items AS (
     SELECT
+      w.source_db,
       w.id,
       CAST(w.id AS CHAR) COLLATE utf8mb4_nopad_bin                                      AS id_text,
       NULLIF(REGEXP_REPLACE(w.order_id, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin    AS order_key,
       NULLIF(REGEXP_REPLACE(w.shipment_id, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin AS shipment_key,
-      NULLIF(REGEXP_REPLACE({warehouse_id}, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin AS warehouse_key,
+      NULLIF(REGEXP_REPLACE(w.warehouse_id, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin AS warehouse_key,
       w.item_type COLLATE utf8mb4_nopad_bin AS item_type,
-      w.item_qty,
+      w.item_qty COLLATE utf8mb4_nopad_bin  AS item_qty,
       w.courier COLLATE utf8mb4_nopad_bin   AS courier,
       NULLIF(w.created_at, '0000-00-00 00:00:00')                                 AS created_at,
-      NULLIF({item_updated_at}, '0000-00-00 00:00:00')                            AS updated_at
-    FROM {items_table} w
+      NULLIF(w.updated_at, '0000-00-00 00:00:00')                                AS updated_at
+    FROM {items} w
     {items_scope}
   ),
   orders_of_scope AS (
     SELECT
       o.id,
       NULLIF(REGEXP_REPLACE(o.order_id, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin AS order_key,
-      o.order_value,
+      o.order_value COLLATE utf8mb4_nopad_bin AS order_value,
       o.order_description,
       o.customer_address,
       NULLIF(o.created_at, '0000-00-00 00:00:00')                                AS created_at,
@@ -67,7 +70,7 @@ WITH
       CAST(l.id AS CHAR) COLLATE utf8mb4_nopad_bin                                         AS id_text,
       NULLIF(REGEXP_REPLACE(l.order_id, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin     AS order_key,
       NULLIF(REGEXP_REPLACE(l.wmsrecord_id, '^\\s+|\\s+$', ''), '') COLLATE utf8mb4_nopad_bin AS wmsrecord_key,
-      l.shipment_cost,
+      l.shipment_cost COLLATE utf8mb4_nopad_bin AS shipment_cost,
       l.courier COLLATE utf8mb4_nopad_bin AS courier,
       NULLIF(l.created_at, '0000-00-00 00:00:00')                                    AS created_at,
       NULLIF({shipment_updated_at}, '0000-00-00 00:00:00')                           AS updated_at
@@ -78,18 +81,19 @@ WITH
   -- "L.id = W.shipment_id; failing that, L.wmsrecord_id = W.id; the greatest L.id."
   item_shipment AS (
     SELECT
+      w.source_db,
       w.id AS item_id,
       COALESCE(MAX(CASE WHEN l.id_text = w.shipment_key THEN l.id END),
                MAX(CASE WHEN l.wmsrecord_key = w.id_text THEN l.id END)) AS shipment_row_id
     FROM scope_items w
     JOIN shipments_of_scope l ON l.order_key = w.order_key
-    GROUP BY w.id
+    GROUP BY w.source_db, w.id
   ),
   order_items AS (
     SELECT
       w.id                                  AS item_row_id,
       w.id_text                             AS item_id,
-      '{items_db}'                          AS item_db,
+      w.source_db                           AS item_db,
       w.order_key                           AS order_id,
       w.item_type,
       w.item_qty                            AS item_qty_raw,
@@ -117,6 +121,6 @@ WITH
                w.courier)                   AS courier
     FROM scope_items w
     LEFT JOIN best_order o         ON o.order_key = w.order_key
-    LEFT JOIN item_shipment s      ON s.item_id = w.id
+    LEFT JOIN item_shipment s      ON s.source_db = w.source_db AND s.item_id = w.id
     LEFT JOIN shipments_of_scope l ON l.id = s.shipment_row_id
   )
