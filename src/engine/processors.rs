@@ -9,13 +9,13 @@ use outbound_pipeline::rekey::KeyedChange;
 use outbound_pipeline::rollup::RollupDelta;
 use outbound_pipeline::store::StoreError;
 use outbound_pipeline::{aggregate, codec, decode, join, rekey as rekey_step, resolve};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::Message;
 
 use super::partitioner::partition_for;
 use super::task::StreamTask;
 use super::topology::{Stage, Topics};
-use super::transaction::{dead_letter_headers, Transactions, TxnError};
+use super::transaction::{dead_letter_headers, source_headers, Transactions, TxnError};
 use crate::metrics::Metrics;
 
 /// Where a stage's records go: the open transaction.
@@ -46,7 +46,21 @@ impl Output<'_> {
         value: Option<&[u8]>,
         ts: Option<i64>,
     ) -> Result<(), TxnError> {
-        self.txn.send(topic, partition, key, value, ts, None)?;
+        self.send_with(output, topic, partition, key, value, ts, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_with(
+        &mut self,
+        output: &'static str,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        ts: Option<i64>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), TxnError> {
+        self.txn.send(topic, partition, key, value, ts, headers)?;
         self.metrics.records_out.with_label_values(&[output]).inc();
         Ok(())
     }
@@ -76,17 +90,53 @@ impl Output<'_> {
         );
         let key = m.key().unwrap_or_default();
         let partition = partition_for(key, self.topics.partitions);
+        // Beyond the topic's limit the record could never be written (and its
+        // partition would stall on it): keep the headers, which say where it is.
+        let payload = m.payload().filter(|p| p.len() <= MAX_DEAD_LETTER_BYTES);
         self.txn.send(
             &self.topics.dead_letter,
             partition,
             key,
-            m.payload(),
+            payload,
             m.timestamp().to_millis(),
             Some(headers),
         )?;
         self.metrics.dead_letters.with_label_values(&[reason]).inc();
         self.metrics.records_out.with_label_values(&["dlq"]).inc();
         Ok(())
+    }
+}
+
+/// Source records larger than this are not decoded. A row of the source
+/// tables is a few kilobytes; what the rekey step would make of a bigger
+/// record could not be written to the internal topics (the broker's default
+/// 1 MB limit), and retrying it would stall its partition for good.
+pub const MAX_SOURCE_RECORD_BYTES: usize = 1 << 20;
+
+/// The dead-letter topic keeps records up to this size whole (its
+/// `max.message.bytes` leaves room for the headers); of a bigger one only the
+/// headers are kept, naming where it still is.
+pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
+
+/// Why a source record is refused before decoding, if it is: every Debezium
+/// record has its row's primary key as key, and none is near a megabyte.
+pub fn unfit_source_record(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Option<(&'static str, String)> {
+    if key.is_none() {
+        return Some((
+            "record_without_key",
+            "the record has no key (Debezium keys every change by its row's primary key)"
+                .to_owned(),
+        ));
+    }
+    match payload.map_or(0, <[u8]>::len) {
+        n if n > MAX_SOURCE_RECORD_BYTES => Some((
+            "record_too_large",
+            format!("the value has {n} bytes, more than the {MAX_SOURCE_RECORD_BYTES} a change event may have"),
+        )),
+        _ => None,
     }
 }
 
@@ -110,6 +160,9 @@ pub fn rekey(
         .processing_seconds
         .with_label_values(&["rekey"])
         .start_timer();
+    if let Some((reason, detail)) = unfit_source_record(m.key(), m.payload()) {
+        return Ok(out.dead_letter(m, reason, &detail)?);
+    }
     let event = match decode::decode_change(pipeline, m.topic(), m.key(), m.payload()) {
         Ok(Some(event)) => event,
         Ok(None) => {
@@ -123,6 +176,10 @@ pub fn rekey(
         .or(m.timestamp().to_millis());
     let partitions = out.topics.partitions;
     let rekey_topic = out.topics.rekey.clone();
+    // Where each rekey record came from, for lineage and the exactly-once
+    // audit (every source record reflected exactly once in the committed
+    // rekey output; tests/chaos.rs).
+    let lineage = source_headers(m.topic(), m.partition(), m.offset());
     for (route, change) in rekey_step::rekey(&event, m.offset()) {
         let bytes = match codec::encode(&change) {
             Ok(b) => b,
@@ -130,19 +187,28 @@ pub fn rekey(
         };
         match route.partition_key() {
             Some(key) => {
-                out.send(
+                out.send_with(
                     "rekey",
                     &rekey_topic,
                     partition_for(&key, partitions),
                     &key,
                     Some(&bytes),
                     ts,
+                    Some(lineage.clone()),
                 )?;
             }
             // A truncate reaches every join partition.
             None => {
                 for p in 0..partitions {
-                    out.send("rekey", &rekey_topic, p, b"", Some(&bytes), ts)?;
+                    out.send_with(
+                        "rekey",
+                        &rekey_topic,
+                        p,
+                        b"",
+                        Some(&bytes),
+                        ts,
+                        Some(lineage.clone()),
+                    )?;
                 }
             }
         }
@@ -295,4 +361,24 @@ fn aggregate_record(
     }
     out.source_times.extend(ts);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyless_and_oversized_source_records_are_refused() {
+        assert_eq!(unfit_source_record(Some(b"{}"), Some(b"{}")), None);
+        assert_eq!(unfit_source_record(Some(b"{}"), None), None);
+        assert_eq!(
+            unfit_source_record(None, Some(b"{}")).map(|r| r.0),
+            Some("record_without_key")
+        );
+        let big = vec![b' '; MAX_SOURCE_RECORD_BYTES + 1];
+        assert_eq!(
+            unfit_source_record(Some(b"{}"), Some(&big)).map(|r| r.0),
+            Some("record_too_large")
+        );
+    }
 }
