@@ -107,8 +107,11 @@ fn bad_records(prefix: &str, t: &PrivateTables) -> Vec<Bad> {
     ]
 }
 
-/// Every committed record of the dead-letter topic: (headers, value length).
-fn dead_letters(topic: &str) -> Result<Vec<(BTreeMap<String, String>, usize)>, String> {
+/// A dead-letter record: its headers and the length of its value.
+type DeadLetter = (BTreeMap<String, String>, usize);
+
+/// Every committed record of the dead-letter topic.
+fn dead_letters(topic: &str) -> Result<Vec<DeadLetter>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("dlq-reader"))

@@ -272,6 +272,8 @@ fn exactly_right_under_chaos() {
                 stack("down", "kafka");
                 pause(3);
                 stack("up", "kafka");
+                // As an operator would: restart Connect's tasks if the outage failed them.
+                stack("up", "connect");
             }
             Fault::ConnectRestart => {
                 stack("down", "connect");

@@ -5,6 +5,7 @@
 
 use outbound_pipeline::config::PipelineConfig;
 use outbound_pipeline::join::DetailChange;
+use outbound_pipeline::model::{ChangeEvent, Op};
 use outbound_pipeline::rekey::KeyedChange;
 use outbound_pipeline::rollup::RollupDelta;
 use outbound_pipeline::store::StoreError;
@@ -118,19 +119,9 @@ pub const MAX_SOURCE_RECORD_BYTES: usize = 1 << 20;
 /// headers are kept, naming where it still is.
 pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
 
-/// Why a source record is refused before decoding, if it is: every Debezium
-/// record has its row's primary key as key, and none is near a megabyte.
-pub fn unfit_source_record(
-    key: Option<&[u8]>,
-    payload: Option<&[u8]>,
-) -> Option<(&'static str, String)> {
-    if key.is_none() {
-        return Some((
-            "record_without_key",
-            "the record has no key (Debezium keys every change by its row's primary key)"
-                .to_owned(),
-        ));
-    }
+/// Why a source record is refused before decoding, if it is: no change
+/// event of these tables is near a megabyte.
+pub fn oversized_source_record(payload: Option<&[u8]>) -> Option<(&'static str, String)> {
     match payload.map_or(0, <[u8]>::len) {
         n if n > MAX_SOURCE_RECORD_BYTES => Some((
             "record_too_large",
@@ -138,6 +129,22 @@ pub fn unfit_source_record(
         )),
         _ => None,
     }
+}
+
+/// Why a decoded row change is refused, if it is: Debezium keys every row
+/// change by its row's primary key (only a truncate, which names no row,
+/// comes without a key), so a keyless one did not come from the connector.
+pub fn keyless_row_change(
+    key: Option<&[u8]>,
+    event: &ChangeEvent,
+) -> Option<(&'static str, String)> {
+    (key.is_none() && event.op != Op::Truncate).then(|| {
+        (
+            "record_without_key",
+            "a row change without a key (Debezium keys every row change by its primary key)"
+                .to_owned(),
+        )
+    })
 }
 
 fn count_in(out: &Output<'_>, stage: &str, m: &BorrowedMessage<'_>) {
@@ -160,7 +167,7 @@ pub fn rekey(
         .processing_seconds
         .with_label_values(&["rekey"])
         .start_timer();
-    if let Some((reason, detail)) = unfit_source_record(m.key(), m.payload()) {
+    if let Some((reason, detail)) = oversized_source_record(m.payload()) {
         return Ok(out.dead_letter(m, reason, &detail)?);
     }
     let event = match decode::decode_change(pipeline, m.topic(), m.key(), m.payload()) {
@@ -171,6 +178,9 @@ pub fn rekey(
         }
         Err(e) => return Ok(out.dead_letter(m, "undecodable_change_event", &e.to_string())?),
     };
+    if let Some((reason, detail)) = keyless_row_change(m.key(), &event) {
+        return Ok(out.dead_letter(m, reason, &detail)?);
+    }
     let ts = Some(event.source.ts_ms)
         .filter(|t| *t > 0)
         .or(m.timestamp().to_millis());
@@ -368,17 +378,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keyless_and_oversized_source_records_are_refused() {
-        assert_eq!(unfit_source_record(Some(b"{}"), Some(b"{}")), None);
-        assert_eq!(unfit_source_record(Some(b"{}"), None), None);
-        assert_eq!(
-            unfit_source_record(None, Some(b"{}")).map(|r| r.0),
-            Some("record_without_key")
-        );
+    fn oversized_records_and_keyless_row_changes_are_refused() {
+        assert_eq!(oversized_source_record(Some(b"{}")), None);
+        assert_eq!(oversized_source_record(None), None);
         let big = vec![b' '; MAX_SOURCE_RECORD_BYTES + 1];
         assert_eq!(
-            unfit_source_record(Some(b"{}"), Some(&big)).map(|r| r.0),
+            oversized_source_record(Some(&big)).map(|r| r.0),
             Some("record_too_large")
         );
+        let event = |op| ChangeEvent {
+            table: outbound_pipeline::model::SourceTable::Items,
+            op,
+            before: None,
+            after: None,
+            source: Default::default(),
+            ts_ms: None,
+        };
+        assert_eq!(
+            keyless_row_change(None, &event(Op::Create)).map(|r| r.0),
+            Some("record_without_key")
+        );
+        assert_eq!(keyless_row_change(Some(b"{}"), &event(Op::Create)), None);
+        // Debezium's truncate events name no row and carry no key.
+        assert_eq!(keyless_row_change(None, &event(Op::Truncate)), None);
     }
 }

@@ -151,9 +151,11 @@ pub fn audit(config: &Config) -> Result<Audit, String> {
         read_all(config, &topic, false, |m| {
             audit.source_records += 1;
             let pos = (m.topic().to_owned(), m.partition(), m.offset());
-            let unfit = outbound::engine::processors::unfit_source_record(m.key(), m.payload());
+            use outbound::engine::processors::{keyless_row_change, oversized_source_record};
+            let oversized = oversized_source_record(m.payload()).is_some();
             let expect = match decoder.decode(&pipeline, m.topic(), m.key(), m.payload()) {
-                _ if unfit.is_some() => (0, 1),
+                _ if oversized => (0, 1),
+                Ok(Some(event)) if keyless_row_change(m.key(), &event).is_some() => (0, 1),
                 Ok(None) => (0, 0),
                 Err(_) => (0, 1),
                 Ok(Some(event)) => {
