@@ -40,13 +40,25 @@ fn search_url() -> String {
 }
 
 /// `stack/stack.sh ACTION COMPONENT` on the stack the test runs against.
+/// `up` is tried up to three times: its health waits (120 s for the broker)
+/// can run out on a loaded machine while the component is still starting.
 fn stack(action: &str, component: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("stack/stack.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .args([action, component])
-        .output()
-        .unwrap_or_else(|e| panic!("running stack/stack.sh {action} {component}: {e}"));
+    let attempts = if action == "up" { 3 } else { 1 };
+    let mut out = None;
+    for _ in 0..attempts {
+        let o = Command::new("bash")
+            .arg(&script)
+            .args([action, component])
+            .output()
+            .unwrap_or_else(|e| panic!("running stack/stack.sh {action} {component}: {e}"));
+        let ok = o.status.success();
+        out = Some(o);
+        if ok {
+            break;
+        }
+    }
+    let out = out.expect("at least one attempt");
     assert!(
         out.status.success(),
         "stack/stack.sh {action} {component} failed:\n{}\n{}",
