@@ -6,6 +6,7 @@
 //!   - a second process started for a while with a live instance id;
 //!   - a broker restart, a Kafka Connect restart, a search-node outage;
 //!   - scaling 1 → 3 → 1 under load.
+//!
 //! After the load stops, `outbound reconcile --wait-for-quiet` must read
 //! zero differences, and the exactly-once audit must pass: every source
 //! record reflected exactly once in the committed `-rekey` output.
