@@ -10,12 +10,14 @@
 #      on <app>-details and <app>-rollups (read_committed) and prints them,
 #      then the same records as documents in the search node;
 #   5. applies sql/update.sql (quantity 1 -> 2, "64 GB" -> "128 GB"), waits
-#      for the outputs to change and prints them and the documents again.
+#      for the outputs to change and prints them and the documents again;
+#   6. runs `outbound reconcile --wait-for-quiet`: the indices against a batch
+#      computation over the source tables (sql/reconcile/), zero differences.
 #   Then it stops outbound (the process it started, by its PID). Running it
 #   again is fine: it puts the seed values back first.
 #
 #   scripts/demo.sh                  all of the above
-#   scripts/demo.sh --no-update      steps 1-4 only
+#   scripts/demo.sh --no-update      steps 1-4 and 6
 #   scripts/demo.sh --keep-running   leave outbound running at the end (log
 #                                    .stack/logs/outbound-demo.log; the next
 #                                    scripts/demo.sh stops it)
@@ -54,7 +56,7 @@ say() { printf '\n[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '\n[demo] FAILED: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------
-say "1/5 the local stack (stack/stack.sh up), while outbound builds"
+say "1/6 the local stack (stack/stack.sh up), while outbound builds"
 command -v cargo >/dev/null || die "cargo is not installed (the Rust toolchain: https://rustup.rs)"
 # apt first: the stack installs packages too, and apt takes one at a time.
 "$repo/scripts/setup-build.sh"
@@ -68,7 +70,7 @@ stack_log="${OUTBOUND_STACK_DIR:-$repo/.stack}/logs/stack-up.log"
 stack_pid=$!
 echo "stack starting in the background (log: $stack_log)"
 
-say "2/5 building outbound (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+say "2/6 building outbound (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 if [ -x "$CARGO_TARGET_DIR/debug/outbound" ]; then
   echo "an earlier build is cached: only what changed is rebuilt (seconds when nothing did)"
 else
@@ -138,7 +140,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "3/5 outbound run (app id $app: the stream stages and, in-process, the sink)"
+say "3/6 outbound run (app id $app: the stream stages and, in-process, the sink)"
 # An outbound an earlier `scripts/demo.sh --keep-running` left behind: ours,
 # by its PID file (stop_process checks the PID's start time too).
 stop_process $name 30
@@ -288,7 +290,7 @@ show_documents() {
   done
 }
 
-say "4/5 waiting for the seed item on $details and $rollups, then in the search node"
+say "4/6 waiting for the seed item on $details and $rollups, then in the search node"
 wait_outputs 1 "64 GB"
 show_outputs "seed rows"
 wait_documents
@@ -296,7 +298,7 @@ show_documents "seed rows"
 
 # ---------------------------------------------------------------------------
 if [ $update -eq 1 ]; then
-  say "5/5 applying sql/update.sql (item quantity 1 -> 2, description \"64 GB\" -> \"128 GB\")"
+  say "5/6 applying sql/update.sql (item quantity 1 -> 2, description \"64 GB\" -> \"128 GB\")"
   sql <"$repo/sql/update.sql"
   echo "source rows: $(source_rows)"
   wait_outputs 2 "128 GB"
@@ -304,7 +306,7 @@ if [ $update -eq 1 ]; then
   wait_documents
   show_documents "after the update"
 else
-  say "5/5 skipped (--no-update)"
+  say "5/6 skipped (--no-update)"
 fi
 
 finished=1

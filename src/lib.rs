@@ -5,8 +5,11 @@
 
 pub mod config;
 pub mod engine;
+pub mod loadgen;
 pub mod metrics;
+pub mod reconcile;
 pub mod shutdown;
 pub mod sink;
+pub mod source_db;
 
 pub use outbound_pipeline as pipeline;

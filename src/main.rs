@@ -23,6 +23,12 @@ enum Command {
     /// Run the Elasticsearch sink alone: output topics → detail and rollup
     /// indices, idempotently (external versions = offsets).
     Sink(cli::sink::SinkArgs),
+    /// Compare the detail and rollup indices with a batch computation over
+    /// the source tables (sql/reconcile/); exit 0 only when they are equal.
+    Reconcile(cli::reconcile::ReconcileArgs),
+    /// Write realistic, seeded traffic into the source databases (orders,
+    /// items, shipments; updates, moves, deletes, rollbacks, messy values).
+    Loadgen(cli::loadgen::LoadgenArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,8 +40,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Reconcile(args) => return cli::reconcile::main(args),
         Command::Run(args) => cli::run::run(args),
         Command::Sink(args) => cli::sink::run(args),
+        Command::Loadgen(args) => cli::loadgen::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

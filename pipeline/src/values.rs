@@ -1,10 +1,14 @@
 //! Parsing of the source tables' loosely typed values (VARCHAR money and
 //! quantities) into exact decimals and integers. Nothing here uses floats.
 //!
-//! Accepted money: an optional currency (`Rs`, `Rs.`, `₹`, `INR`, `$`, `€`,
-//! `£` or any three-letter code) before or after an optionally signed decimal
-//! number, with `,` thousands separators (Indian grouping too) and an
-//! optional `/-` suffix: `Rs 52755`, `₹1,234.50`, `INR 99`, `52755`, `24.5`.
+//! Accepted money: an optional currency before or after an optionally signed
+//! decimal number, with an optional `/-` suffix. Currencies are symbols
+//! (`₹`, `$`, `€`, `£`) or words in any case, with or without a dot: `Rs`,
+//! `Rs.`, `rs.`, `RS.`, `Re.`, `INR`, `inr` (all read as INR) or any other
+//! three-letter code. Digits may be grouped with `,` the Western way
+//! (`1,000,000`) or the Indian way (`10,00,000`); any other comma is refused
+//! (`12,34` may mean 12.34). `Rs 52755`, `rs. 1,00,000/-`, `₹1,234.50`,
+//! `INR 99`, `52755`, `24.5`.
 //! Amounts are normalised (`1234.50` becomes `1234.5`) and bounded: at most
 //! [`MAX_SCALE`] decimal places and an absolute value below [`MAX_AMOUNT`], so
 //! that sums of many amounts stay exact in a 96-bit decimal. Anything else is
@@ -144,6 +148,9 @@ pub fn parse_number(text: &str) -> Option<Decimal> {
 pub fn parse_money(raw: &str) -> Option<Money> {
     let s = raw.trim();
     let s = s.strip_suffix("/-").unwrap_or(s).trim_end();
+    if s.is_empty() {
+        return None;
+    }
     let (prefix_cur, rest) = split_currency_prefix(s);
     let (number, suffix_cur) = split_currency_suffix(rest.trim_start());
     let currency = match (prefix_cur, suffix_cur) {
@@ -189,11 +196,10 @@ fn parse_grouped_number(s: &str) -> Option<Decimal> {
     if int_part.is_empty() && frac_part.is_none_or(str::is_empty) {
         return None;
     }
-    // Separators only between digit groups: no leading, trailing or doubled comma.
-    if int_part.starts_with(',') || int_part.ends_with(',') || int_part.contains(",,") {
+    if !int_part.bytes().all(|b| b.is_ascii_digit() || b == b',') {
         return None;
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit() || b == b',') {
+    if int_part.contains(',') && !well_grouped(int_part) {
         return None;
     }
     if let Some(f) = frac_part {
@@ -216,46 +222,81 @@ fn parse_grouped_number(s: &str) -> Option<Decimal> {
     bounded_amount(Decimal::from_str_exact(&text).ok()?)
 }
 
-const SYMBOLS: [(&str, &str); 8] = [
-    ("Rs.", "INR"),
-    ("Rs", "INR"),
-    ("RS", "INR"),
-    ("rs", "INR"),
-    ("₹", "INR"),
-    ("$", "USD"),
-    ("€", "EUR"),
-    ("£", "GBP"),
-];
+/// `1,234,567` (threes) or `12,34,567` (twos, then the last three): a first
+/// group of one to three digits (one or two in Indian grouping), then groups
+/// of one width only.
+fn well_grouped(int_part: &str) -> bool {
+    let groups: Vec<&str> = int_part.split(',').collect();
+    let (first, rest) = match groups.split_first() {
+        Some((f, r)) if !r.is_empty() => (f.len(), r),
+        _ => return false,
+    };
+    let (last, middle) = match rest.split_last() {
+        Some((l, m)) => (l.len(), m),
+        None => return false,
+    };
+    if last != 3 || first == 0 {
+        return false;
+    }
+    let western = first <= 3 && middle.iter().all(|g| g.len() == 3);
+    let indian = first <= 2 && middle.iter().all(|g| g.len() == 2);
+    western || indian
+}
+
+/// Currency symbols and their ISO codes.
+const SYMBOLS: [(&str, &str); 4] = [("₹", "INR"), ("$", "USD"), ("€", "EUR"), ("£", "GBP")];
+
+/// The ISO code of a currency word (any case): the rupee's abbreviations,
+/// or any three-letter code.
+fn currency_word(word: &str) -> Option<String> {
+    let lower = word.to_ascii_lowercase();
+    match lower.as_str() {
+        "rs" | "re" | "inr" => Some("INR".to_owned()),
+        _ if word.len() == 3 => Some(word.to_ascii_uppercase()),
+        _ => None,
+    }
+}
 
 fn split_currency_prefix(s: &str) -> (Option<String>, &str) {
     for (sym, code) in SYMBOLS {
         if let Some(rest) = s.strip_prefix(sym) {
-            if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                return (Some(code.to_owned()), rest);
-            }
+            return (Some(code.to_owned()), rest);
         }
     }
     let letters = s.bytes().take_while(u8::is_ascii_alphabetic).count();
-    if letters == 3 {
-        return (Some(s[..3].to_ascii_uppercase()), &s[3..]);
+    if letters == 0 {
+        return (None, s);
     }
-    (None, s)
+    match currency_word(&s[..letters]) {
+        // `Rs.5` is five rupees: a dot right after the word belongs to it.
+        Some(code) => {
+            let rest = &s[letters..];
+            (Some(code), rest.strip_prefix('.').unwrap_or(rest))
+        }
+        None => (None, s),
+    }
 }
 
 fn split_currency_suffix(s: &str) -> (&str, Option<String>) {
     for (sym, code) in SYMBOLS {
         if let Some(rest) = s.strip_suffix(sym) {
-            if !rest.ends_with(|c: char| c.is_ascii_alphabetic()) {
-                return (rest, Some(code.to_owned()));
-            }
+            return (rest.trim_end(), Some(code.to_owned()));
         }
     }
-    let letters = s.bytes().rev().take_while(u8::is_ascii_alphabetic).count();
-    if letters == 3 {
-        let at = s.len() - 3;
-        return (&s[..at], Some(s[at..].to_ascii_uppercase()));
+    let body = s.strip_suffix('.').unwrap_or(s);
+    let letters = body
+        .bytes()
+        .rev()
+        .take_while(u8::is_ascii_alphabetic)
+        .count();
+    if letters == 0 {
+        return (s, None);
     }
-    (s, None)
+    let at = body.len() - letters;
+    match currency_word(&body[at..]) {
+        Some(code) => (body[..at].trim_end(), Some(code)),
+        None => (s, None),
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +330,54 @@ mod tests {
         assert_eq!(money("$ 12.99"), Some(("12.99".into(), Some("USD".into()))));
         assert_eq!(money("EUR 7"), Some(("7".into(), Some("EUR".into()))));
         assert_eq!(money("0"), Some(("0".into(), None)));
+    }
+
+    #[test]
+    fn currency_words_in_any_case_with_or_without_a_dot() {
+        for raw in [
+            "Rs 10.5",
+            "Rs. 10.5",
+            "rs. 10.5",
+            "RS. 10.5",
+            "rs 10.5",
+            "rS.10.5",
+            "Rs.10.5",
+            "INR 10.5",
+            "inr 10.5",
+            "Inr. 10.5",
+            "₹10.5",
+            "₹ 10.5",
+            "Re. 10.5",
+            "10.5 Rs",
+            "10.5 rs.",
+            "10.5 INR",
+            "10.5inr",
+            "10.5 ₹",
+            "Rs. 10.50/-",
+            "rs 10.5 /-",
+        ] {
+            assert_eq!(money(raw), inr("10.5"), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn indian_and_western_digit_grouping() {
+        assert_eq!(money("Rs. 1,00,000"), inr("100000"));
+        assert_eq!(money("rs. 1,00,00,000/-"), inr("10000000"));
+        assert_eq!(money("₹12,34,567.80"), inr("1234567.8"));
+        assert_eq!(money("1,000,000"), Some(("1000000".into(), None)));
+        assert_eq!(money("999"), Some(("999".into(), None)));
+        // A comma that is no thousands separator would be misread: refuse.
+        for raw in [
+            "12,34",
+            "1,2,3",
+            "1,0000",
+            "100,00,000",
+            "1,00,0000",
+            "1,000,00",
+        ] {
+            assert_eq!(parse_money(raw), None, "{raw:?} should not parse");
+        }
     }
 
     #[test]
@@ -368,6 +457,128 @@ mod tests {
             assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
             let bin = crate::codec::encode(&m).unwrap();
             assert_eq!(crate::codec::decode::<Money>(&bin).unwrap(), m);
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// `n` grouped by threes (`western`) or the Indian way.
+        fn grouped(n: u64, western: bool) -> String {
+            let d = n.to_string();
+            if d.len() <= 3 {
+                return d;
+            }
+            let (head, last) = d.split_at(d.len() - 3);
+            let step = if western { 3 } else { 2 };
+            let mut groups = Vec::new();
+            let mut end = head.len();
+            while end > 0 {
+                let start = end.saturating_sub(step);
+                groups.push(&head[start..end]);
+                end = start;
+            }
+            groups.reverse();
+            format!("{},{last}", groups.join(","))
+        }
+
+        fn rupee_spelling() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("Rs".to_owned()),
+                Just("₹".to_owned()),
+                Just("INR".to_owned()),
+                Just("Re".to_owned()),
+            ]
+            .prop_flat_map(|word| {
+                let letters: Vec<char> = word.chars().collect();
+                (
+                    proptest::collection::vec(any::<bool>(), letters.len()),
+                    any::<bool>(),
+                )
+                    .prop_map(move |(upper, dot)| {
+                        let mut w: String = letters
+                            .iter()
+                            .zip(&upper)
+                            .map(|(c, u)| {
+                                if *u {
+                                    c.to_ascii_uppercase()
+                                } else {
+                                    c.to_ascii_lowercase()
+                                }
+                            })
+                            .collect();
+                        if dot && w.chars().all(|c| c.is_ascii_alphabetic()) {
+                            w.push('.');
+                        }
+                        w
+                    })
+            })
+        }
+
+        proptest! {
+            /// However the rupee is written, grouped and suffixed, the
+            /// amount and the currency come out the same.
+            #[test]
+            fn every_spelling_of_a_rupee_amount_parses(
+                rupees in 0u64..100_000_000_000,
+                paise in proptest::option::of(0u32..100),
+                currency in rupee_spelling(),
+                grouping in 0u8..3,
+                space in any::<bool>(),
+                after in any::<bool>(),
+                slash in any::<bool>(),
+            ) {
+                let digits = match grouping {
+                    0 => rupees.to_string(),
+                    1 => grouped(rupees, true),
+                    _ => grouped(rupees, false),
+                };
+                let number = match paise {
+                    Some(p) => format!("{digits}.{p:02}"),
+                    None => digits,
+                };
+                let sep = if space { " " } else { "" };
+                let mut text = if after {
+                    format!("{number}{sep}{currency}")
+                } else {
+                    format!("{currency}{sep}{number}")
+                };
+                if slash && !after {
+                    text.push_str("/-");
+                }
+                let want = Decimal::from(rupees) + Decimal::new(i64::from(paise.unwrap_or(0)), 2);
+                let m = parse_money(&text);
+                prop_assert_eq!(
+                    m.clone().map(|m| (m.amount, m.currency)),
+                    Some((want.normalize(), Some("INR".to_owned()))),
+                    "{:?}", text
+                );
+            }
+
+            /// Case never changes what a value means.
+            #[test]
+            fn case_does_not_matter(text in "[rRsSiInN₹ .,/0-9-]{0,16}") {
+                prop_assert_eq!(parse_money(&text), parse_money(&text.to_ascii_uppercase()));
+                prop_assert_eq!(parse_money(&text), parse_money(&text.to_ascii_lowercase()));
+            }
+
+            /// Anything at all: no panic, and what parses is bounded.
+            #[test]
+            fn any_text_is_a_value_or_not(text in ".{0,24}") {
+                if let Some(m) = parse_money(&text) {
+                    prop_assert!(m.amount.scale() <= MAX_SCALE && m.amount.abs() < MAX_AMOUNT);
+                }
+                let _ = parse_qty(&text);
+            }
+
+            /// Commas that are not thousands separators are refused, never
+            /// silently dropped.
+            #[test]
+            fn misplaced_commas_are_refused(a in 1u32..1000, b in 0u32..100) {
+                let text = format!("{a},{b:02}");
+                prop_assert_eq!(parse_money(&text), None, "{:?}", text);
+            }
         }
     }
 

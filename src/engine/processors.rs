@@ -5,17 +5,18 @@
 
 use outbound_pipeline::config::PipelineConfig;
 use outbound_pipeline::join::DetailChange;
+use outbound_pipeline::model::{ChangeEvent, Op};
 use outbound_pipeline::rekey::KeyedChange;
 use outbound_pipeline::rollup::RollupDelta;
 use outbound_pipeline::store::StoreError;
 use outbound_pipeline::{aggregate, codec, decode, join, rekey as rekey_step, resolve};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::Message;
 
 use super::partitioner::partition_for;
 use super::task::StreamTask;
 use super::topology::{Stage, Topics};
-use super::transaction::{dead_letter_headers, Transactions, TxnError};
+use super::transaction::{dead_letter_headers, source_headers, Transactions, TxnError};
 use crate::metrics::Metrics;
 
 /// Where a stage's records go: the open transaction.
@@ -46,7 +47,21 @@ impl Output<'_> {
         value: Option<&[u8]>,
         ts: Option<i64>,
     ) -> Result<(), TxnError> {
-        self.txn.send(topic, partition, key, value, ts, None)?;
+        self.send_with(output, topic, partition, key, value, ts, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_with(
+        &mut self,
+        output: &'static str,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        ts: Option<i64>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), TxnError> {
+        self.txn.send(topic, partition, key, value, ts, headers)?;
         self.metrics.records_out.with_label_values(&[output]).inc();
         Ok(())
     }
@@ -76,11 +91,14 @@ impl Output<'_> {
         );
         let key = m.key().unwrap_or_default();
         let partition = partition_for(key, self.topics.partitions);
+        // Beyond the topic's limit the record could never be written (and its
+        // partition would stall on it): keep the headers, which say where it is.
+        let payload = m.payload().filter(|p| p.len() <= MAX_DEAD_LETTER_BYTES);
         self.txn.send(
             &self.topics.dead_letter,
             partition,
             key,
-            m.payload(),
+            payload,
             m.timestamp().to_millis(),
             Some(headers),
         )?;
@@ -88,6 +106,45 @@ impl Output<'_> {
         self.metrics.records_out.with_label_values(&["dlq"]).inc();
         Ok(())
     }
+}
+
+/// Source records larger than this are not decoded. A row of the source
+/// tables is a few kilobytes; what the rekey step would make of a bigger
+/// record could not be written to the internal topics (the broker's default
+/// 1 MB limit), and retrying it would stall its partition for good.
+pub const MAX_SOURCE_RECORD_BYTES: usize = 1 << 20;
+
+/// The dead-letter topic keeps records up to this size whole (its
+/// `max.message.bytes` leaves room for the headers); of a bigger one only the
+/// headers are kept, naming where it still is.
+pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
+
+/// Why a source record is refused before decoding, if it is: no change
+/// event of these tables is near a megabyte.
+pub fn oversized_source_record(payload: Option<&[u8]>) -> Option<(&'static str, String)> {
+    match payload.map_or(0, <[u8]>::len) {
+        n if n > MAX_SOURCE_RECORD_BYTES => Some((
+            "record_too_large",
+            format!("the value has {n} bytes, more than the {MAX_SOURCE_RECORD_BYTES} a change event may have"),
+        )),
+        _ => None,
+    }
+}
+
+/// Why a decoded row change is refused, if it is: Debezium keys every row
+/// change by its row's primary key (only a truncate, which names no row,
+/// comes without a key), so a keyless one did not come from the connector.
+pub fn keyless_row_change(
+    key: Option<&[u8]>,
+    event: &ChangeEvent,
+) -> Option<(&'static str, String)> {
+    (key.is_none() && event.op != Op::Truncate).then(|| {
+        (
+            "record_without_key",
+            "a row change without a key (Debezium keys every row change by its primary key)"
+                .to_owned(),
+        )
+    })
 }
 
 fn count_in(out: &Output<'_>, stage: &str, m: &BorrowedMessage<'_>) {
@@ -110,6 +167,9 @@ pub fn rekey(
         .processing_seconds
         .with_label_values(&["rekey"])
         .start_timer();
+    if let Some((reason, detail)) = oversized_source_record(m.payload()) {
+        return Ok(out.dead_letter(m, reason, &detail)?);
+    }
     let event = match decode::decode_change(pipeline, m.topic(), m.key(), m.payload()) {
         Ok(Some(event)) => event,
         Ok(None) => {
@@ -118,11 +178,18 @@ pub fn rekey(
         }
         Err(e) => return Ok(out.dead_letter(m, "undecodable_change_event", &e.to_string())?),
     };
+    if let Some((reason, detail)) = keyless_row_change(m.key(), &event) {
+        return Ok(out.dead_letter(m, reason, &detail)?);
+    }
     let ts = Some(event.source.ts_ms)
         .filter(|t| *t > 0)
         .or(m.timestamp().to_millis());
     let partitions = out.topics.partitions;
     let rekey_topic = out.topics.rekey.clone();
+    // Where each rekey record came from, for lineage and the exactly-once
+    // audit (every source record reflected exactly once in the committed
+    // rekey output; tests/chaos.rs).
+    let lineage = source_headers(m.topic(), m.partition(), m.offset());
     for (route, change) in rekey_step::rekey(&event, m.offset()) {
         let bytes = match codec::encode(&change) {
             Ok(b) => b,
@@ -130,19 +197,28 @@ pub fn rekey(
         };
         match route.partition_key() {
             Some(key) => {
-                out.send(
+                out.send_with(
                     "rekey",
                     &rekey_topic,
                     partition_for(&key, partitions),
                     &key,
                     Some(&bytes),
                     ts,
+                    Some(lineage.clone()),
                 )?;
             }
             // A truncate reaches every join partition.
             None => {
                 for p in 0..partitions {
-                    out.send("rekey", &rekey_topic, p, b"", Some(&bytes), ts)?;
+                    out.send_with(
+                        "rekey",
+                        &rekey_topic,
+                        p,
+                        b"",
+                        Some(&bytes),
+                        ts,
+                        Some(lineage.clone()),
+                    )?;
                 }
             }
         }
@@ -295,4 +371,35 @@ fn aggregate_record(
     }
     out.source_times.extend(ts);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_records_and_keyless_row_changes_are_refused() {
+        assert_eq!(oversized_source_record(Some(b"{}")), None);
+        assert_eq!(oversized_source_record(None), None);
+        let big = vec![b' '; MAX_SOURCE_RECORD_BYTES + 1];
+        assert_eq!(
+            oversized_source_record(Some(&big)).map(|r| r.0),
+            Some("record_too_large")
+        );
+        let event = |op| ChangeEvent {
+            table: outbound_pipeline::model::SourceTable::Items,
+            op,
+            before: None,
+            after: None,
+            source: Default::default(),
+            ts_ms: None,
+        };
+        assert_eq!(
+            keyless_row_change(None, &event(Op::Create)).map(|r| r.0),
+            Some("record_without_key")
+        );
+        assert_eq!(keyless_row_change(Some(b"{}"), &event(Op::Create)), None);
+        // Debezium's truncate events name no row and carry no key.
+        assert_eq!(keyless_row_change(None, &event(Op::Truncate)), None);
+    }
 }

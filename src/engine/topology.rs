@@ -139,6 +139,9 @@ impl TopicKind {
             TopicKind::DeadLetter => &[
                 ("cleanup.policy", "delete"),
                 ("message.timestamp.type", "LogAppendTime"),
+                // Room for a refused record of up to MAX_DEAD_LETTER_BYTES
+                // (processors.rs) with its headers.
+                ("max.message.bytes", "17825792"),
             ],
         }
     }

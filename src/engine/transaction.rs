@@ -103,6 +103,8 @@ impl Transactions {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
+            // A dead-lettered record is kept whole up to 16 MiB (plus headers).
+            .set("message.max.bytes", "17825792")
             // Right after a commit the coordinator answers AddPartitionsToTxn
             // with CONCURRENT_TRANSACTIONS until the markers are written;
             // librdkafka's default backoff (100 ms growing to 1 s) would
@@ -310,6 +312,24 @@ fn classify(e: KafkaError) -> TxnError {
         }
         _ => TxnError::Aborted(e.to_string()),
     }
+}
+
+/// Headers naming a record's source position: `outbound.source.topic`,
+/// `outbound.source.partition`, `outbound.source.offset`.
+pub fn source_headers(topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "outbound.source.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "outbound.source.partition",
+            value: Some(&partition.to_string()),
+        })
+        .insert(Header {
+            key: "outbound.source.offset",
+            value: Some(&offset.to_string()),
+        })
 }
 
 /// Headers of a dead-letter record: why it failed and where it came from.

@@ -325,7 +325,10 @@ impl Outbound {
                 "--partitions",
                 &spec.partitions.to_string(),
                 "--metrics-listen",
-                "",
+                // Off unless the caller asks for an address.
+                env.iter()
+                    .find(|(k, _)| *k == "OUTBOUND_METRICS__LISTEN")
+                    .map_or("", |(_, v)| v),
             ])
             .arg("--state-dir")
             .arg(spec.state_dir)

@@ -1,0 +1,2 @@
+//! Support of tests/chaos.rs.
+pub mod audit;
