@@ -67,7 +67,7 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     let mut config = test_config(&token);
     config.sink.retry_initial_backoff_ms = 200;
     config.sink.retry_max_backoff_ms = 3_000;
-    let _cleanup = IndexCleanup(config.sink.index_prefix.clone());
+    let _cleanup = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
     let rollups = config.topic("rollups");
     create_topics(&[&details, &rollups], PARTITIONS);
