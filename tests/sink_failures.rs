@@ -8,7 +8,8 @@
 //!   stops the sink with a clear error instead of draining into the DLQ;
 //! - a request above the node's `http.max_content_length` (413) is split;
 //!   a document above the request limit is dead-lettered when encoded;
-//! - an item that keeps failing is dead-lettered after its attempts;
+//! - an item that keeps failing (503: not enough active shard copies) is
+//!   dead-lettered after `sink.max_item_attempts`;
 //! - the indices remember deletes (`index.gc_deletes`) longer than the
 //!   sink retries, and output topics keep tombstones for
 //!   `kafka.delete_retention_ms`.
@@ -82,12 +83,7 @@ fn write_blocks_and_closed_indices_are_retried_never_dead_lettered() {
     let config = test_config(&run_token("fail-block"));
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let (details, rollups) = (config.topic("details"), config.topic("rollups"));
-    let _topics = TopicCleanup(vec![
-        details.clone(),
-        rollups.clone(),
-        outbound::sink::dlq_topic(&config),
-    ]);
-    create_topics(&[&details, &rollups], PARTITIONS);
+    let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     producer.send(
@@ -175,8 +171,7 @@ fn a_batch_rejected_for_the_most_part_stops_the_sink_instead_of_flooding_the_dlq
     config.sink.batch_timeout_ms = 1_000;
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
-    let _topics = TopicCleanup(vec![details.clone(), outbound::sink::dlq_topic(&config)]);
-    create_topics(&[&details], PARTITIONS);
+    let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     // A mapping that no longer fits: item_qty is a long in the index.
@@ -252,8 +247,7 @@ fn a_request_above_the_nodes_limit_is_split_instead_of_failing_for_good() {
     config.sink.max_request_bytes = 4 * limit;
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
-    let _topics = TopicCleanup(vec![details.clone(), outbound::sink::dlq_topic(&config)]);
-    create_topics(&[&details], PARTITIONS);
+    let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     let padding = "p".repeat(doc_bytes);
@@ -318,8 +312,7 @@ fn a_document_above_the_request_limit_is_dead_lettered_when_encoded() {
     config.sink.batch_max_bytes = 32 * 1024;
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
-    let _topics = TopicCleanup(vec![details.clone(), outbound::sink::dlq_topic(&config)]);
-    create_topics(&[&details], PARTITIONS);
+    let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     let mut big: Value = serde_json::from_str(&item_doc(2, 0)).unwrap();
@@ -360,30 +353,22 @@ fn an_item_that_keeps_failing_is_dead_lettered_after_its_attempts() {
     config.sink.bulk_timeout_ms = 500;
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let (details, rollups) = (config.topic("details"), config.topic("rollups"));
-    let _topics = TopicCleanup(vec![
-        details.clone(),
-        rollups.clone(),
-        outbound::sink::dlq_topic(&config),
-    ]);
-    create_topics(&[&details, &rollups], PARTITIONS);
+    let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     producer.send(&[units_record(&rollups, 1, 1)], true);
     let sink = RunningSink::start(&config);
     wait_committed_to_end(&group, &[&rollups], PARTITIONS);
 
-    // The rollup index loses its only shard copy's home: items answer 503.
+    // Writes to the rollup index wait for a second shard copy a single node
+    // never has: its items answer 503 after sink.bulk_timeout_ms.
     let units = format!("{}units_daily", config.sink.prefix());
     let (s, b) = es(
         "PUT",
         &format!("/{units}/_settings"),
-        Some(json!({"index.routing.allocation.require._name": "nowhere"})),
+        Some(json!({"index.number_of_replicas": 1, "index.write.wait_for_active_shards": "2"})),
     );
     assert_eq!(s, 200, "{b}");
-    for action in ["_close", "_open"] {
-        let (s, b) = es("POST", &format!("/{units}/{action}"), None);
-        assert_eq!(s, 200, "{b}");
-    }
     producer.send(&[units_record(&rollups, 2, 7)], true);
     producer.send(
         &(1..=5)
@@ -403,12 +388,6 @@ fn an_item_that_keeps_failing_is_dead_lettered_after_its_attempts() {
     assert_eq!(sink.counter("rejections", "retries_exhausted"), 1);
     assert!(sink.counter("retries", "item_5xx") >= 2);
     sink.stop();
-    let (s, b) = es(
-        "PUT",
-        &format!("/{units}/_settings"),
-        Some(json!({"index.routing.allocation.require._name": null})),
-    );
-    assert_eq!(s, 200, "{b}");
 }
 
 fn seconds(duration: &str) -> u64 {
@@ -429,8 +408,7 @@ fn indices_remember_deletes_longer_than_the_sink_retries() {
     let config = test_config(&run_token("fail-gc"));
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
-    let _topics = TopicCleanup(vec![details.clone(), outbound::sink::dlq_topic(&config)]);
-    create_topics(&[&details], PARTITIONS);
+    let _topics = output_topics(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     producer.send(&[item_record(&details, PARTITIONS, 1, Some(0))], true);
     let sink = RunningSink::start(&config);

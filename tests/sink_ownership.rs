@@ -51,8 +51,7 @@ fn a_second_app_refuses_to_write_into_another_apps_indices() {
     b.sink.index_prefix = a.sink.index_prefix.clone();
     let _indices = IndexCleanup(a.sink.prefix().to_owned());
     let (ta, tb) = (a.topic("details"), b.topic("details"));
-    let _topics = TopicCleanup(vec![ta.clone(), tb.clone()]);
-    create_topics(&[&ta, &tb], PARTITIONS);
+    let _topics = (output_topics(&a), output_topics(&b));
     let producer = TxnProducer::new(&format!("{}-producer", a.app_id));
     producer.send(
         &(1..=20)
@@ -95,9 +94,8 @@ fn a_recreated_output_topic_is_refused_until_the_version_epoch_is_bumped() {
     let config = test_config(&run_token("own-epoch"));
     let _indices = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
-    let _topics = TopicCleanup(vec![details.clone()]);
+    let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
-    create_topics(&[&details], PARTITIONS);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     // Offsets well above what the re-created topic will reach.
     for generation in 0..3 {

@@ -645,3 +645,12 @@ pub fn quantities(index: &str) -> BTreeMap<String, i64> {
         .map(|(id, (_, doc))| (id, doc["item"]["item_qty"].as_i64().unwrap_or(-1)))
         .collect()
 }
+
+/// Creates a test app's two output topics (as `outbound run` does: the sink
+/// waits for both) and deletes them with its sink's dead-letter topic
+/// however the test ends.
+pub fn output_topics(config: &Config) -> TopicCleanup {
+    let (details, rollups) = (config.topic("details"), config.topic("rollups"));
+    create_topics(&[&details, &rollups], config.kafka.partitions);
+    TopicCleanup(vec![details, rollups, outbound::sink::dlq_topic(config)])
+}
