@@ -13,7 +13,7 @@ use std::sync::Arc;
 use outbound::metrics::Metrics;
 use outbound::shutdown::Shutdown;
 use outbound::sink::replay::{replay, ReplayOptions, ReplayReport};
-use serde_json::{json, Value};
+use serde_json::json;
 use sink_support::*;
 
 const PARTITIONS: i32 = 3;
@@ -47,15 +47,9 @@ fn replay_indexes_current_dead_letters_once_the_mapping_is_fixed_and_only_those(
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
     let bad = |id: u32| {
-        let mut doc: Value = serde_json::from_str(&item_doc(id, 0)).unwrap();
-        doc["item"]["item_qty"] = json!("a dozen");
-        let key = id.to_string();
-        (
-            details.clone(),
-            partition_of(&key, PARTITIONS),
-            key,
-            Some(doc.to_string()),
-        )
+        item_record_with(&details, PARTITIONS, id, |d| {
+            d["item"]["item_qty"] = json!("a dozen")
+        })
     };
     let mut records: Vec<_> = (1..=20)
         .map(|id| item_record(&details, PARTITIONS, id, Some(0)))

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use outbound::pipeline::rollup::{Measures, RollupKey};
-use serde_json::{json, Value};
+use serde_json::json;
 use sink_support::*;
 
 const PARTITIONS: i32 = 3;
@@ -54,7 +54,7 @@ fn dlq_records(config: &outbound::config::Config) -> Vec<(i32, i64, String, Opti
 }
 
 /// Polls until the sink stopped by itself or `check` holds.
-fn until_stopped_or(sink: &SinkOnce, what: &str, mut check: impl FnMut() -> bool) -> bool {
+fn until_stopped_or(sink: &RunningSink, what: &str, mut check: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + DEADLINE;
     loop {
         if !sink.is_running() {
@@ -177,21 +177,15 @@ fn a_batch_rejected_for_the_most_part_stops_the_sink_instead_of_flooding_the_dlq
     // A mapping that no longer fits: item_qty is a long in the index.
     let mut records: Vec<_> = (1..=40)
         .map(|id| {
-            let mut doc: Value = serde_json::from_str(&item_doc(id, 0)).unwrap();
-            doc["item"]["item_qty"] = json!("one dozen");
-            let key = id.to_string();
-            (
-                details.clone(),
-                partition_of(&key, PARTITIONS),
-                key,
-                Some(doc.to_string()),
-            )
+            item_record_with(&details, PARTITIONS, id, |d| {
+                d["item"]["item_qty"] = json!("one dozen")
+            })
         })
         .collect();
     records.push(item_record(&details, PARTITIONS, 41, Some(0)));
     producer.send(&records, true);
 
-    let sink = SinkOnce::start(&config);
+    let sink = RunningSink::start_once(&config);
     let stopped = until_stopped_or(&sink, "the sink to stop or commit", || {
         caught_up(&group, &details)
     });
@@ -255,20 +249,12 @@ fn a_request_above_the_nodes_limit_is_split_instead_of_failing_for_good() {
         let records: Vec<_> = chunk
             .iter()
             .map(|&id| {
-                let mut doc: Value = serde_json::from_str(&item_doc(id, 0)).unwrap();
-                doc["padding"] = json!(padding);
-                let key = id.to_string();
-                (
-                    details.clone(),
-                    partition_of(&key, PARTITIONS),
-                    key,
-                    Some(doc.to_string()),
-                )
+                item_record_with(&details, PARTITIONS, id, |d| d["padding"] = json!(padding))
             })
             .collect();
         producer.send(&records, true);
     }
-    let sink = SinkOnce::start(&config);
+    let sink = RunningSink::start_once(&config);
     let stopped = until_stopped_or(&sink, "the sink to index the large batch", || {
         caught_up(&group, &details)
     });
@@ -315,17 +301,12 @@ fn a_document_above_the_request_limit_is_dead_lettered_when_encoded() {
     let _topics = output_topics(&config);
     let group = outbound::sink::group_id(&config);
     let producer = TxnProducer::new(&format!("{}-producer", config.app_id));
-    let mut big: Value = serde_json::from_str(&item_doc(2, 0)).unwrap();
-    big["padding"] = json!("p".repeat(100 * 1024));
     producer.send(
         &[
             item_record(&details, PARTITIONS, 1, Some(0)),
-            (
-                details.clone(),
-                partition_of("2", PARTITIONS),
-                "2".into(),
-                Some(big.to_string()),
-            ),
+            item_record_with(&details, PARTITIONS, 2, |d| {
+                d["padding"] = json!("p".repeat(100 * 1024))
+            }),
             item_record(&details, PARTITIONS, 3, Some(0)),
         ],
         true,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sink_support::*;
 
 const PARTITIONS: i32 = 3;
@@ -45,22 +45,6 @@ impl Drop for NodeBackUp {
     }
 }
 
-fn doc(id: u32, generation: u32) -> String {
-    json!({
-        "order_id": format!("o{id}"),
-        "status": "shipped",
-        "ship_day": "2024-05-01",
-        "warehouse": format!("wh{}", id % 3),
-        "courier": "DHL",
-        "item": {"id": id.to_string(), "db": "wms", "item_type": "phone", "item_qty": generation + 1},
-        "order": null,
-        "shipment": null,
-        "data_quality": [],
-        "source": {"item_ts_ms": 1_714_550_400_000_i64}
-    })
-    .to_string()
-}
-
 #[test]
 fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     let token = run_token("sink-outage");
@@ -83,7 +67,7 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
 
     producer.send(
         &(1..=100)
-            .map(|id| rec(id, Some(doc(id, 0))))
+            .map(|id| rec(id, Some(item_doc(id, 0))))
             .collect::<Vec<_>>(),
         true,
     );
@@ -95,9 +79,9 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     let _guard = NodeBackUp;
     stack("down");
     // While the node is down: updates, deletes, new documents.
-    let mut records: Vec<_> = (1..=50).map(|id| rec(id, Some(doc(id, 1)))).collect();
+    let mut records: Vec<_> = (1..=50).map(|id| rec(id, Some(item_doc(id, 1)))).collect();
     records.extend((90..=100).map(|id| rec(id, None)));
-    records.extend((101..=150).map(|id| rec(id, Some(doc(id, 0)))));
+    records.extend((101..=150).map(|id| rec(id, Some(item_doc(id, 0)))));
     producer.send(&records, true);
     // Longer than the first retry steps (0.1–0.2 s, 0.2–0.4 s, 0.4–0.8 s, …).
     wait_for("the sink to retry at least 4 times", DEADLINE, || {

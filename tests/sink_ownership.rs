@@ -21,7 +21,7 @@ const PARTITIONS: i32 = 3;
 
 /// Polls until the sink either stopped by itself or committed `topic` to its
 /// end; true when it stopped.
-fn stopped_or_caught_up(sink: &SinkOnce, group: &str, topic: &str) -> bool {
+fn stopped_or_caught_up(sink: &RunningSink, group: &str, topic: &str) -> bool {
     let mut want = std::collections::BTreeMap::new();
     for (p, offset, _, _) in read_committed_records(topic, PARTITIONS) {
         want.insert(p, offset + 1);
@@ -72,7 +72,7 @@ fn a_second_app_refuses_to_write_into_another_apps_indices() {
     let before = quantities(&a.sink.details_alias());
     assert_eq!(before.len(), 20);
 
-    let sink_b = SinkOnce::start(&b);
+    let sink_b = RunningSink::start_once(&b);
     let stopped = stopped_or_caught_up(&sink_b, &outbound::sink::group_id(&b), &tb);
     assert_eq!(
         quantities(&a.sink.details_alias()),
@@ -125,7 +125,7 @@ fn a_recreated_output_topic_is_refused_until_the_version_epoch_is_bumped() {
     records.extend((16..=30).map(|id| item_record(&details, PARTITIONS, id, Some(2))));
     producer.send(&records, true);
 
-    let sink = SinkOnce::start(&config);
+    let sink = RunningSink::start_once(&config);
     let stopped = stopped_or_caught_up(&sink, &group, &details);
     assert!(
         stopped,

@@ -76,6 +76,24 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The delivery settings of `config` (`[sink]` retry keys).
+    pub fn new(
+        config: &super::config::SinkConfig,
+        service: BulkService,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            service,
+            metrics,
+            backoff: Backoff::of(config),
+            max_request_attempts: config.retry_max_attempts,
+            max_item_attempts: config.max_item_attempts,
+            window: Duration::from_millis(config.retry_window_ms),
+            shutdown,
+        }
+    }
+
     /// Delivers `items`; `letters` are the batch's records already refused
     /// when encoded (they travel with it to the dead-letter topic).
     pub async fn deliver(

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 
 use super::cluster::{Cluster, Created};
+use super::encoder::Target;
 use super::errors::Refusal;
 use super::indices::{index_specs, IndexSpec};
 use super::ownership::{verdict, Expected, IndexOwner, IndexState, Verdict};
@@ -29,6 +30,17 @@ pub struct Installed {
     pub spec: IndexSpec,
     pub index: String,
     pub owner: IndexOwner,
+}
+
+impl Installed {
+    /// Where the sink writes it: its write alias, in its epoch.
+    pub fn target(&self) -> Target {
+        Target {
+            role: self.spec.role,
+            alias: self.spec.write_alias.as_str().into(),
+            epoch: self.owner.epoch,
+        }
+    }
 }
 
 /// Puts the templates, creates missing indices, checks ownership and the

@@ -169,10 +169,6 @@ pub async fn rebuild_indices(
             &client_config(&config),
             &dlq_topic,
         )?),
-        backoff: super::retry::Backoff {
-            initial: Duration::from_millis(config.sink.retry_initial_backoff_ms),
-            max: Duration::from_millis(config.sink.retry_max_backoff_ms),
-        },
     };
     let targets: Vec<Target> = plans
         .iter()

@@ -36,8 +36,7 @@ use super::cluster::Cluster;
 use super::delivery::{Delivery, DeliveryError};
 use super::dlq::LetterHeaders;
 use super::encoder::{BulkItem, Encoder, Origin, Target};
-use super::install::{install, output_topic_ids};
-use super::retry::Backoff;
+use super::install::{install, output_topic_ids, Installed};
 use super::service::BulkService;
 use super::supervisor::{consumed_topics, group_id};
 use super::topics::client_config;
@@ -93,14 +92,7 @@ pub async fn replay(
     let topic_ids = output_topic_ids(&config).await?;
     let consumed = consumed_topics(&config, &group_id(&config), &outputs)?;
     let installed = install(&cluster, &config, &topic_ids, &consumed).await?;
-    let targets: Vec<Target> = installed
-        .iter()
-        .map(|i| Target {
-            role: i.spec.role,
-            alias: i.spec.write_alias.as_str().into(),
-            epoch: i.owner.epoch,
-        })
-        .collect();
+    let targets: Vec<Target> = installed.iter().map(Installed::target).collect();
     let encoder = Encoder::new(
         &targets,
         &outputs[0],
@@ -166,18 +158,7 @@ pub async fn replay(
             }
         }
     }
-    let delivery = Delivery {
-        service,
-        metrics,
-        backoff: Backoff {
-            initial: Duration::from_millis(config.sink.retry_initial_backoff_ms),
-            max: Duration::from_millis(config.sink.retry_max_backoff_ms),
-        },
-        max_request_attempts: config.sink.retry_max_attempts,
-        max_item_attempts: config.sink.max_item_attempts,
-        window: Duration::from_millis(config.sink.retry_window_ms),
-        shutdown,
-    };
+    let delivery = Delivery::new(&config.sink, service, metrics, shutdown);
     for (n, chunk) in items.chunks(config.sink.batch_max_docs).enumerate() {
         match delivery.deliver(n as u64 + 1, chunk, Vec::new()).await {
             Ok(delivered) => {

@@ -251,6 +251,14 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// `sink.retry_initial_backoff_ms` doubling up to `sink.retry_max_backoff_ms`.
+    pub fn of(config: &super::config::SinkConfig) -> Self {
+        Self {
+            initial: Duration::from_millis(config.retry_initial_backoff_ms),
+            max: Duration::from_millis(config.retry_max_backoff_ms),
+        }
+    }
+
     /// `unit` is a uniform random number in [0, 1).
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(30));

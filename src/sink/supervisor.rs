@@ -103,10 +103,7 @@ async fn supervise(
 ) -> anyhow::Result<()> {
     let health = &metrics.sink.health;
     health.enable();
-    let backoff = Backoff {
-        initial: Duration::from_millis(config.sink.retry_initial_backoff_ms),
-        max: Duration::from_millis(config.sink.retry_max_backoff_ms),
-    };
+    let backoff = Backoff::of(&config.sink);
     let mut attempt = 0u32;
     while !shutdown.is_requested() {
         let started = Instant::now();
@@ -164,7 +161,6 @@ pub(crate) struct Prepared {
     pub installed: Vec<Installed>,
     pub topic_ids: BTreeMap<String, String>,
     pub dlq: Arc<DeadLetterProducer>,
-    pub backoff: Backoff,
 }
 
 /// Waits for the output topics, installs and checks the indices, creates
@@ -175,10 +171,7 @@ pub(crate) async fn prepare(config: &Config, shutdown: &Shutdown) -> anyhow::Res
     config.sink.validate()?;
     let service = BulkService::new(&config.sink)?;
     let cluster = Cluster::new(service.client().clone());
-    let backoff = Backoff {
-        initial: Duration::from_millis(config.sink.retry_initial_backoff_ms),
-        max: Duration::from_millis(config.sink.retry_max_backoff_ms),
-    };
+    let backoff = Backoff::of(&config.sink);
     let outputs = [config.topic("details"), config.topic("rollups")];
     // The indices record which incarnation of each topic they hold: wait
     // for the topics (the stream stages create them) before looking.
@@ -227,7 +220,6 @@ pub(crate) async fn prepare(config: &Config, shutdown: &Shutdown) -> anyhow::Res
         installed,
         topic_ids,
         dlq,
-        backoff,
     })
 }
 
@@ -293,24 +285,6 @@ fn unmanaged(config: &Config) -> anyhow::Result<Vec<Installed>> {
         .collect())
 }
 
-/// The delivery settings of a configuration.
-pub(crate) fn delivery(
-    config: &Config,
-    prepared: &Prepared,
-    metrics: &Arc<Metrics>,
-    shutdown: &Shutdown,
-) -> Delivery {
-    Delivery {
-        service: prepared.service.clone(),
-        metrics: metrics.clone(),
-        backoff: prepared.backoff,
-        max_request_attempts: config.sink.retry_max_attempts,
-        max_item_attempts: config.sink.max_item_attempts,
-        window: Duration::from_millis(config.sink.retry_window_ms),
-        shutdown: shutdown.clone(),
-    }
-}
-
 /// One run of a loop over the output topics in `group`, writing to `targets`.
 pub(crate) async fn run_loop(
     config: &Config,
@@ -334,7 +308,12 @@ pub(crate) async fn run_loop(
     let mut sink = SinkLoop::new(LoopSetup {
         config: config.clone(),
         encoder,
-        delivery: Arc::new(delivery(config, prepared, &metrics, &shutdown)),
+        delivery: Arc::new(Delivery::new(
+            &config.sink,
+            prepared.service.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )),
         dlq: prepared.dlq.clone(),
         consumer,
         tracker,
@@ -374,15 +353,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
             }
         }
     }
-    let targets: Vec<Target> = prepared
-        .installed
-        .iter()
-        .map(|i| Target {
-            role: i.spec.role,
-            alias: i.spec.write_alias.as_str().into(),
-            epoch: i.owner.epoch,
-        })
-        .collect();
+    let targets: Vec<Target> = prepared.installed.iter().map(Installed::target).collect();
     info!(
         group = %group, url = %config.sink.url,
         indices = ?prepared.installed.iter().map(|i| (i.index.as_str(), i.owner.epoch)).collect::<Vec<_>>(),

@@ -79,16 +79,23 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
-pub fn create_topics(names: &[&str], partitions: i32) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
+        .expect("a runtime")
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("an admin client")
+}
+
+pub fn create_topics(names: &[&str], partitions: i32) {
+    runtime().block_on(async {
+        let admin = admin();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
@@ -276,11 +283,43 @@ pub struct RunningSink {
 }
 
 impl RunningSink {
+    /// The sink as `outbound run` starts it: restarted after any error.
     pub fn start(config: &Config) -> Self {
+        Self::spawn(
+            |c, m, s| outbound::sink::spawn(c, m, s).expect("spawn sink"),
+            config,
+        )
+    }
+
+    /// One run of the sink (no restarts): for tests that expect it to stop
+    /// with an error and read that error.
+    pub fn start_once(config: &Config) -> Self {
+        Self::spawn(
+            |c, m, s| {
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(outbound::sink::run(c, m, s))
+                })
+            },
+            config,
+        )
+    }
+
+    fn spawn(
+        start: impl FnOnce(
+            Config,
+            Arc<Metrics>,
+            Shutdown,
+        ) -> std::thread::JoinHandle<anyhow::Result<()>>,
+        config: &Config,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let handle = outbound::sink::spawn(config.clone(), metrics.clone(), shutdown.clone())
-            .expect("spawn sink");
+        let handle = start(config.clone(), metrics.clone(), shutdown.clone());
         Self {
             metrics,
             shutdown,
@@ -298,6 +337,18 @@ impl RunningSink {
             h.join()
                 .expect("sink thread panicked")
                 .expect("sink ended with an error");
+        }
+    }
+
+    /// Waits until the sink stopped by itself; its error, `{:#}`-formatted.
+    pub fn wait_for_error(mut self, deadline: Duration) -> String {
+        wait_for("the sink to stop with an error", deadline, || {
+            (!self.is_running()).then_some(())
+        });
+        match self.handle.take().expect("joined once").join() {
+            Ok(Ok(())) => panic!("the sink stopped without an error"),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => panic!("the sink thread panicked"),
         }
     }
 
@@ -322,80 +373,9 @@ impl Drop for RunningSink {
     }
 }
 
-/// One run of the sink loop (no restarts) on its own thread: for tests that
-/// expect the sink to stop with an error and read that error.
-pub struct SinkOnce {
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Shutdown,
-    handle: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl SinkOnce {
-    pub fn start(config: &Config) -> Self {
-        let metrics = Arc::new(Metrics::new());
-        let shutdown = Shutdown::new();
-        let (c, m, s) = (config.clone(), metrics.clone(), shutdown.clone());
-        let handle = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(outbound::sink::run(c, m, s))
-        });
-        Self {
-            metrics,
-            shutdown,
-            handle: Some(handle),
-        }
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
-    /// Waits until the sink stopped by itself; its error, `{:#}`-formatted.
-    pub fn wait_for_error(mut self, deadline: Duration) -> String {
-        wait_for("the sink to stop with an error", deadline, || {
-            (!self.is_running()).then_some(())
-        });
-        match self.handle.take().expect("joined once").join() {
-            Ok(Ok(())) => panic!("the sink stopped without an error"),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => panic!("the sink thread panicked"),
-        }
-    }
-
-    pub fn stop(mut self) {
-        self.shutdown.trigger();
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .expect("sink thread panicked")
-                .expect("sink ended with an error");
-        }
-    }
-}
-
-impl Drop for SinkOnce {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 pub fn delete_topics(names: &[&str]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
-        let results = admin
+    runtime().block_on(async {
+        let results = admin()
             .delete_topics(
                 names,
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
@@ -635,6 +615,25 @@ pub fn item_record(
         partition_of(&key, partitions),
         key,
         generation.map(|g| item_doc(id, g)),
+    )
+}
+
+/// A detail record of `item_doc` changed by `edit` (e.g. a value the
+/// mapping refuses, padding).
+pub fn item_record_with(
+    topic: &str,
+    partitions: i32,
+    id: u32,
+    edit: impl FnOnce(&mut Value),
+) -> (String, i32, String, Option<String>) {
+    let mut doc: Value = serde_json::from_str(&item_doc(id, 0)).expect("item_doc is JSON");
+    edit(&mut doc);
+    let key = id.to_string();
+    (
+        topic.to_owned(),
+        partition_of(&key, partitions),
+        key,
+        Some(doc.to_string()),
     )
 }
 
