@@ -3,6 +3,7 @@
 //! retry steps; nothing is committed meanwhile; once the node is started
 //! again the sink resumes by itself: every document is there at the version
 //! of its latest record, none lost, none extra, and the sink never stopped.
+//! Meanwhile it reports itself unhealthy (`/healthz/sink`), then healthy.
 //!
 //! Needs `stack/stack.sh up kafka opensearch`. Restarts the opensearch
 //! component of the local stack (other tests using it see a short outage).
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use outbound::sink::health::Report;
 use serde_json::Value;
 use sink_support::*;
 
@@ -88,6 +90,9 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
         (sink.counter("retries", "connection") >= 4).then_some(())
     });
     assert!(sink.is_running(), "the sink stopped during the outage");
+    wait_for("the sink to report itself unhealthy", DEADLINE, || {
+        matches!(sink.metrics.sink.health.report(), Report::Unhealthy(_)).then_some(())
+    });
     assert_eq!(
         committed(&group, &details, PARTITIONS),
         before,
@@ -97,6 +102,7 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     stack("up");
     wait_committed_to_end(&group, &[&details], PARTITIONS);
     assert!(sink.is_running(), "the sink stopped after the outage");
+    assert_eq!(sink.metrics.sink.health.report(), Report::Healthy);
 
     // Expected: the latest committed record of every key.
     let mut want: BTreeMap<String, (i64, Option<Value>)> = BTreeMap::new();

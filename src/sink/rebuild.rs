@@ -141,20 +141,33 @@ pub async fn rebuild_indices(
     if plans.iter().all(|p| !p.resumed) {
         rewind_group(&config, &group, &outputs)?;
     }
+    // Created side by side: each creation waits for its shards to start.
+    let mut creations = tokio::task::JoinSet::new();
     for p in &plans {
         if p.resumed {
             info!(index = %p.new, "resuming the rebuild of this generation");
             continue;
         }
-        let created = cluster
-            .create_index(&p.new, &[(p.spec.rebuild_alias.as_str(), true)], &p.owner)
-            .await?;
-        anyhow::ensure!(
-            created == Created::Created,
-            "index {} exists already: another rebuild is running?",
-            p.new
+        let (cluster, index, alias, owner) = (
+            cluster.clone(),
+            p.new.clone(),
+            p.spec.rebuild_alias.clone(),
+            p.owner.clone(),
         );
-        info!(index = %p.new, epoch = p.owner.epoch, alias = %p.spec.alias, "new generation created; filling it");
+        creations.spawn(async move {
+            let created = cluster
+                .create_index(&index, &[(alias.as_str(), true)], &owner)
+                .await?;
+            anyhow::ensure!(
+                created == Created::Created,
+                "index {index} exists already: another rebuild is running?"
+            );
+            info!(%index, epoch = owner.epoch, "new generation created; filling it");
+            Ok(())
+        });
+    }
+    while let Some(done) = creations.join_next().await {
+        done.context("creating a new generation: the task panicked")??;
     }
 
     // The loop filling the new generation, in its own group and shutdown.
@@ -210,14 +223,24 @@ pub async fn rebuild_indices(
     };
 
     // Live until caught up: each pass catches up with the ends read at its
-    // start; a quick pass means the new generation keeps pace.
+    // start, until the new generation keeps pace (see ready_to_move_writers).
+    let mut ends = watermarks(&config, &outputs)?;
+    let (mut passes, mut behind_before) = (0, None);
     loop {
         let pass = Instant::now();
-        let ends = watermarks(&config, &outputs)?;
         watch.until_caught_up(&ends, "filling").await?;
-        if pass.elapsed() < Duration::from_secs(2) {
+        passes += 1;
+        let next = watermarks(&config, &outputs)?;
+        let behind = records_behind(&next, &lock(&progress).acked_through);
+        if ready_to_move_writers(pass.elapsed(), behind, behind_before, passes) {
+            info!(
+                passes,
+                behind, "the new generation keeps pace with the output topics"
+            );
             break;
         }
+        behind_before = Some(behind);
+        ends = next;
     }
     // Writers first: from here on the live sink writes the new generation.
     let mut actions = Vec::new();
@@ -241,6 +264,17 @@ pub async fn rebuild_indices(
         cluster.refresh(&p.new).await?;
     }
 
+    // The new generation holds everything the old one does: the filling
+    // stops (the live sink writes everything after the write aliases moved).
+    stop.trigger();
+    let Watch { display, .. } = watch;
+    match filler.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "the rebuild's loop ended with an error before the swap")
+        }
+        Err(e) => warn!(error = %e, "the rebuild's loop panicked before the swap"),
+    }
     // Readers, all at once.
     let mut actions = Vec::new();
     for p in &plans {
@@ -283,15 +317,6 @@ pub async fn rebuild_indices(
         });
     }
     info!(indices = ?indices.iter().map(|i| (&i.alias, &i.new)).collect::<Vec<_>>(), "read aliases swapped to the new generation");
-    stop.trigger();
-    let Watch { display, .. } = watch;
-    match filler.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            warn!(error = %format!("{e:#}"), "the rebuild's loop ended with an error after the swap")
-        }
-        Err(e) => warn!(error = %e, "the rebuild's loop panicked after the swap"),
-    }
     let records = lock(&progress).consumed;
     display.finish(records);
     delete_group(&config, &group).await;
@@ -306,6 +331,36 @@ pub async fn rebuild_indices(
         seconds: started.elapsed().as_secs_f64(),
         old_deleted_after_ms: delete_after_ms,
     })
+}
+
+/// Passes of "catch up with the ends read at the start" before the writers
+/// move regardless.
+const MAX_PASSES: u32 = 10;
+
+/// Whether the filling is close enough to the topics' ends to move the
+/// write aliases: the last pass was quick, or the lag stopped shrinking (the
+/// new generation cannot gain on the stream; moving now bounds how long
+/// readers see the old generation frozen to the time it takes to catch up
+/// this lag, with no writes coming in), or enough passes were made.
+pub fn ready_to_move_writers(
+    pass: Duration,
+    behind: u64,
+    behind_before: Option<u64>,
+    passes: u32,
+) -> bool {
+    pass < Duration::from_secs(2)
+        || passes >= MAX_PASSES
+        || behind_before.is_some_and(|before| behind >= before)
+}
+
+/// Records between what is acknowledged and the ends.
+fn records_behind(
+    ends: &BTreeMap<(String, i32), (i64, i64)>,
+    acked: &BTreeMap<(String, i32), i64>,
+) -> u64 {
+    ends.iter()
+        .map(|(key, (low, high))| (high - acked.get(key).copied().unwrap_or(*low)).max(0) as u64)
+        .sum()
 }
 
 /// What a spec's rebuild starts from and builds.
@@ -607,5 +662,37 @@ impl Reporter {
             bar.set_position(consumed);
             bar.finish_with_message("swapped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writers_move_once_the_filling_keeps_pace_or_stops_gaining() {
+        let s = Duration::from_secs;
+        assert!(ready_to_move_writers(s(1), 5_000, None, 1), "a quick pass");
+        assert!(!ready_to_move_writers(s(30), 5_000, None, 1));
+        assert!(
+            !ready_to_move_writers(s(10), 800, Some(5_000), 2),
+            "still gaining"
+        );
+        assert!(
+            ready_to_move_writers(s(10), 900, Some(800), 3),
+            "no longer gaining"
+        );
+        assert!(
+            ready_to_move_writers(s(10), 10, Some(20), MAX_PASSES),
+            "enough passes"
+        );
+    }
+
+    #[test]
+    fn records_behind_counts_from_the_acknowledged_offset_or_the_start() {
+        let key = |p| ("t".to_owned(), p);
+        let ends = BTreeMap::from([(key(0), (0, 100)), (key(1), (40, 50)), (key(2), (7, 7))]);
+        let acked = BTreeMap::from([(key(0), 90), (key(2), 7)]);
+        assert_eq!(records_behind(&ends, &acked), 10 + 10);
     }
 }

@@ -653,3 +653,13 @@ pub fn output_topics(config: &Config) -> TopicCleanup {
     create_topics(&[&details, &rollups], config.kafka.partitions);
     TopicCleanup(vec![details, rollups, outbound::sink::dlq_topic(config)])
 }
+
+/// The library's logs in the test's output (`RUST_LOG`, default warnings).
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rdkafka=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
