@@ -29,6 +29,12 @@ enum Command {
     /// Write realistic, seeded traffic into the source databases (orders,
     /// items, shipments; updates, moves, deletes, rollbacks, messy values).
     Loadgen(cli::loadgen::LoadgenArgs),
+    /// Build a new generation of every index from the output topics and
+    /// swap it in with one alias change, without downtime (also applies a
+    /// template or `sink.index_version` change).
+    RebuildIndices(cli::rebuild::RebuildArgs),
+    /// The sink's dead-letter topic: `outbound dlq replay --from <topic>`.
+    Dlq(cli::dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Sink(args) => cli::sink::run(args),
         Command::Loadgen(args) => cli::loadgen::run(args),
+        Command::RebuildIndices(args) => cli::rebuild::run(args),
+        Command::Dlq(args) => cli::dlq::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
