@@ -6,6 +6,7 @@
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod ops;
 pub mod shutdown;
 pub mod sink;
 

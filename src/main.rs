@@ -11,6 +11,9 @@ mod cli;
 #[derive(Debug, Parser)]
 #[command(name = "outbound", version, about, long_about = None)]
 struct Cli {
+    /// Log lines as text (coloured only on a terminal) or JSON, on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "OUTBOUND_LOG_FORMAT")]
+    log_format: cli::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,25 +26,36 @@ enum Command {
     /// Run the Elasticsearch sink alone: output topics → detail and rollup
     /// indices, idempotently (external versions = offsets).
     Sink(cli::sink::SinkArgs),
+    /// Per task and per sink partition: owner, state, lag, commit and
+    /// acknowledgement ages.
+    Status(cli::status::StatusArgs),
+    /// Delete the app id's internal topics, changelogs, group offsets and
+    /// local state (refused while instances run).
+    Reset(cli::reset::ResetArgs),
+    /// Check the configuration, or print an annotated example of it.
+    Config(cli::config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    cli::logging::init(log_format);
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Sink(args) => cli::sink::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Reset(args) => cli::reset::run(args),
+        Command::Config(cmd) => cli::config::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("outbound: {e:#}");
+            // Logs and this message share stderr: say it once, in the
+            // format a log pipeline expects.
+            match log_format {
+                cli::logging::LogFormat::Json => tracing::error!("{e:#}"),
+                cli::logging::LogFormat::Text => eprintln!("outbound: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,19 +1,34 @@
-//! `outbound`'s configuration: defaults that work against the local stack,
-//! overridden by a TOML file, then by `OUTBOUND_*` environment variables
-//! (nested keys joined with `__`, e.g. `OUTBOUND_KAFKA__BOOTSTRAP_SERVERS`),
-//! then by command-line flags.
+//! `outbound`'s configuration: one set of structs, each field documented,
+//! from which every way of setting a key is generated (keys.rs): a TOML file
+//! (`--config`), `OUTBOUND_*` environment variables (nested keys joined with
+//! `__`, e.g. `OUTBOUND_KAFKA__BOOTSTRAP_SERVERS`) and one flag per key on
+//! every subcommand that reads the configuration (flags.rs). Layered
+//! defaults < file < environment < flags (layers.rs), each value remembered
+//! with its source for `outbound config check`.
+
+mod flags;
+mod kafka;
+pub mod keys;
+mod layers;
+mod render;
+mod secret;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use outbound_pipeline::config::{PipelineConfig, TableSource, WarehouseRule};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use flags::ConfigArgs;
+pub use kafka::{KafkaConfig, KafkaTlsConfig, SaslConfig, SaslMechanism, SecurityProtocol};
+pub use layers::Source;
+pub use render::example;
+pub use secret::Secret;
+
 /// Everything `outbound run` needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Names the consumer group and prefixes every internal and output topic.
@@ -22,40 +37,23 @@ pub struct Config {
     /// id is `<app_id>-<instance_id>`, so a restarted instance fences its
     /// previous incarnation.
     pub instance_id: String,
+    /// Kafka brokers, security, topics and transactions.
     pub kafka: KafkaConfig,
+    /// The Debezium source topics and the pipeline's business settings.
     pub source: SourceConfig,
+    /// Local state (RocksDB task stores).
     pub state: StateConfig,
+    /// The /metrics, /healthz and /readyz endpoint.
     pub metrics: MetricsConfig,
     /// The Elasticsearch sink (`outbound sink`, or inside `outbound run`).
     pub sink: crate::sink::SinkConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
-    pub bootstrap_servers: String,
-    /// Partitions of the internal topics (`-rekey`, `-rollup-deltas`,
-    /// `-detail-changes`), their changelogs and the output topics. Fixed
-    /// for the life of an app id: state is partitioned by it.
-    pub partitions: i32,
-    pub replication_factor: i32,
-    /// How often the open transaction is committed (outputs, changelogs and
-    /// consumed offsets together).
-    pub commit_interval_ms: u64,
-    /// Broker-side transaction timeout: bounds how long a crashed instance's
-    /// open transaction blocks readers of the partitions it wrote.
-    pub transaction_timeout_ms: u64,
-    /// How often records the stages have committed are deleted from the
-    /// repartition topics (which have no time retention); 0 turns it off.
-    pub purge_interval_ms: u64,
-    /// Extra librdkafka properties for every client (e.g. security settings).
-    pub properties: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
     /// Debezium's `topic.prefix`: source topics are `<prefix>.<db>.<table>`.
+    #[schemars(extend("x-flag-alias" = "topic-prefix"))]
     pub topic_prefix: String,
     /// `<database>.<table>` of the orders table.
     pub orders_table: String,
@@ -65,6 +63,7 @@ pub struct SourceConfig {
     pub shipments_table: String,
     /// Full topic names of further item tables, one per extra warehouse
     /// database (same columns as the items table).
+    #[schemars(extend("x-flag-alias" = "extra-item-topic"))]
     pub extra_item_topics: Vec<String>,
     /// IANA time zone whose calendar days `ship_day` uses.
     pub business_time_zone: String,
@@ -73,18 +72,20 @@ pub struct SourceConfig {
     pub warehouse_rule: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     /// Where each task's RocksDB lives (`<dir>/<app_id>/<stage>-<partition>`).
     pub dir: PathBuf,
+    /// RocksDB block cache shared by all tasks, in MiB.
     pub block_cache_mb: usize,
+    /// RocksDB memtables shared by all tasks, in MiB.
     pub write_buffer_mb: usize,
     /// Records applied per write batch while restoring from a changelog.
     pub restore_batch: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`; empty disables.
@@ -101,20 +102,6 @@ impl Default for Config {
             state: StateConfig::default(),
             metrics: MetricsConfig::default(),
             sink: crate::sink::SinkConfig::default(),
-        }
-    }
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            bootstrap_servers: "127.0.0.1:9092".into(),
-            partitions: 4,
-            replication_factor: 1,
-            commit_interval_ms: 100,
-            transaction_timeout_ms: 10_000,
-            purge_interval_ms: 30_000,
-            properties: BTreeMap::new(),
         }
     }
 }
@@ -153,45 +140,51 @@ impl Default for MetricsConfig {
 }
 
 impl Config {
-    /// Layers defaults < TOML file (when given) < environment < `overrides`
-    /// (the flags given on the command line, as a partial config).
-    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    /// Layers defaults < the TOML `file` < the `OUTBOUND_*` variables among
+    /// `env` < `flags` (key path, raw values). Misspelt keys and sections,
+    /// values of the wrong type and inconsistent settings are errors naming
+    /// the key and where it was set.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[(String, Vec<String>)],
+    ) -> anyhow::Result<Loaded> {
+        let mut layers = layers::Layers::default();
         if let Some(path) = file {
             anyhow::ensure!(
-                path.exists(),
+                path.is_file(),
                 "config file {} does not exist",
                 path.display()
             );
-            figment = figment.merge(Toml::file(path));
+            layers.file(path)?;
         }
-        let config: Config = figment
-            // Only the config's own sections: scripts use other OUTBOUND_*
-            // variables (OUTBOUND_STACK_DIR, ...) that are not config keys.
-            .merge(Env::prefixed("OUTBOUND_").split("__").filter(|k| {
-                let key = k.as_str().to_ascii_lowercase();
-                matches!(
-                    key.split("__").next().and_then(|s| s.split('.').next()),
-                    Some(
-                        "app_id"
-                            | "instance_id"
-                            | "kafka"
-                            | "source"
-                            | "state"
-                            | "metrics"
-                            | "sink"
-                    )
-                )
-            }))
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("invalid configuration (keys are listed by `outbound run --help`)")?;
+        layers.env(env)?;
+        let cat = keys::catalogue();
+        for (path, values) in flags {
+            let key = cat
+                .key(path)
+                .with_context(|| format!("no config key `{path}`"))?;
+            layers.flag(key, values)?;
+        }
+        layers.secret_files()?;
+        let tree = serde_json::Value::Object(layers.tree.clone());
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let source = layers
+                .sources
+                .get(&path)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            anyhow::anyhow!("config key `{path}`{source}: {}", e.into_inner())
+        })?;
         config.validate()?;
-        Ok(config)
+        Ok(Loaded {
+            config,
+            sources: layers.sources,
+        })
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         let ensure_name = |key: &str, v: &str| {
             anyhow::ensure!(
                 !v.is_empty()
@@ -203,6 +196,7 @@ impl Config {
         };
         ensure_name("app_id", &self.app_id)?;
         ensure_name("instance_id", &self.instance_id)?;
+        self.kafka.validate()?;
         anyhow::ensure!(
             self.kafka.partitions > 0,
             "config key `kafka.partitions` = {}: must be at least 1",
@@ -268,6 +262,18 @@ impl Config {
         self.app_id.clone()
     }
 
+    /// [`KafkaConfig::client_config`] with `client.id` = `<app_id>-<instance_id>`,
+    /// so group descriptions (`outbound status`) and broker logs name the
+    /// instance behind each client.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut cc = self.kafka.client_config();
+        cc.set("client.id", self.transactional_id());
+        for (k, v) in &self.kafka.properties {
+            cc.set(k, v);
+        }
+        cc
+    }
+
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.app_id, self.instance_id)
     }
@@ -277,14 +283,37 @@ impl Config {
     }
 }
 
+/// A loaded configuration and where each value that is not a default came
+/// from (key path → source).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<String, Source>,
+}
+
+impl Loaded {
+    pub fn source(&self, path: &str) -> Source {
+        self.sources.get(path).cloned().unwrap_or(Source::Default)
+    }
+}
+
 #[cfg(test)]
-// figment's test jail returns its own (large) error type.
-#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
-    #[derive(Serialize, Default)]
-    struct NoFlags {}
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn flag(key: &str, v: &str) -> (String, Vec<String>) {
+        (key.to_owned(), vec![v.to_owned()])
+    }
+
+    fn load_err(file: Option<&Path>, vars: &[(&str, &str)]) -> String {
+        format!("{:#}", Config::load_from(file, env(vars), &[]).unwrap_err())
+    }
 
     #[test]
     fn defaults_are_valid() {
@@ -295,47 +324,198 @@ mod tests {
     }
 
     #[test]
-    fn file_then_env_then_flags() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "outbound.toml",
-                "app_id = \"fromfile\"\ninstance_id = \"a\"\n[kafka]\npartitions = 8\ncommit_interval_ms = 250\n",
-            )?;
-            jail.set_env("OUTBOUND_KAFKA__PARTITIONS", "12");
-            jail.set_env("OUTBOUND_INSTANCE_ID", "b");
-            #[derive(Serialize)]
-            struct Flags {
-                instance_id: &'static str,
-            }
-            let c = Config::load(
-                Some(Path::new("outbound.toml")),
-                &Flags { instance_id: "c" },
-            )
-            .map_err(|e| e.to_string())?;
-            assert_eq!(c.app_id, "fromfile");
-            assert_eq!(c.kafka.commit_interval_ms, 250);
-            assert_eq!(c.kafka.partitions, 12);
-            assert_eq!(c.instance_id, "c");
-            Ok(())
-        });
+    fn file_then_env_then_flags_each_with_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("outbound.toml");
+        std::fs::write(
+            &file,
+            "app_id = \"fromfile\"\ninstance_id = \"a\"\n[kafka]\npartitions = 8\ncommit_interval_ms = 250\n",
+        )
+        .unwrap();
+        let loaded = Config::load_from(
+            Some(&file),
+            env(&[
+                ("OUTBOUND_KAFKA__PARTITIONS", "12"),
+                ("OUTBOUND_INSTANCE_ID", "b"),
+            ]),
+            &[flag("instance_id", "c")],
+        )
+        .unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.app_id, "fromfile");
+        assert_eq!(c.kafka.commit_interval_ms, 250);
+        assert_eq!(c.kafka.partitions, 12);
+        assert_eq!(c.instance_id, "c");
+        assert_eq!(loaded.source("app_id"), Source::File(file.clone()));
+        assert_eq!(
+            loaded.source("kafka.partitions"),
+            Source::Env("OUTBOUND_KAFKA__PARTITIONS".into())
+        );
+        assert_eq!(loaded.source("instance_id"), Source::Flag("instance-id".into()));
+        assert_eq!(loaded.source("state.dir"), Source::Default);
     }
 
     #[test]
-    fn bad_values_name_their_key() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "bad.toml",
-                "[source]\nbusiness_time_zone = \"Mars/Olympus\"\n",
-            )?;
-            let err = Config::load(Some(Path::new("bad.toml")), &NoFlags {}).unwrap_err();
-            assert!(
-                format!("{err:#}").contains("source.business_time_zone"),
-                "{err:#}"
-            );
-            jail.create_file("typo.toml", "[kafka]\nbootstrap_server = \"x\"\n")?;
-            let err = Config::load(Some(Path::new("typo.toml")), &NoFlags {}).unwrap_err();
-            assert!(format!("{err:#}").contains("bootstrap_server"), "{err:#}");
-            Ok(())
-        });
+    fn environment_strings_stay_strings() {
+        // Issue 11: numeric instance ids, app ids and passwords.
+        let loaded = Config::load_from(
+            None,
+            env(&[
+                ("OUTBOUND_INSTANCE_ID", "1"),
+                ("OUTBOUND_APP_ID", "123"),
+                ("OUTBOUND_SINK__USERNAME", "42"),
+                ("OUTBOUND_SINK__PASSWORD", "12345"),
+                ("OUTBOUND_SOURCE__TOPIC_PREFIX", "true"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.instance_id, "1");
+        assert_eq!(c.app_id, "123");
+        assert_eq!(c.sink.username, "42");
+        assert_eq!(c.sink.password.expose(), "12345");
+        assert_eq!(c.source.topic_prefix, "true");
+        // In the file too, a bare number is taken for a string key.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.toml");
+        std::fs::write(&file, "instance_id = 7\n").unwrap();
+        let c = Config::load_from(Some(&file), [], &[]).unwrap().config;
+        assert_eq!(c.instance_id, "7");
+    }
+
+    #[test]
+    fn typed_values_from_the_environment() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("OUTBOUND_KAFKA__PARTITIONS", "6"),
+                ("OUTBOUND_SINK__IN_RUN", "false"),
+                ("OUTBOUND_SOURCE__EXTRA_ITEM_TOPICS", "a.wms2.t, a.wms3.t"),
+                (
+                    "OUTBOUND_KAFKA__PROPERTIES",
+                    "socket.keepalive.enable=true,client.rack=r1",
+                ),
+            ]),
+            &[],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.kafka.partitions, 6);
+        assert!(!c.sink.in_run);
+        assert_eq!(c.source.extra_item_topics, vec!["a.wms2.t", "a.wms3.t"]);
+        assert_eq!(c.kafka.properties["client.rack"], "r1");
+        let e = load_err(None, &[("OUTBOUND_KAFKA__PARTITIONS", "six")]);
+        assert!(e.contains("OUTBOUND_KAFKA__PARTITIONS") && e.contains("integer"), "{e}");
+        let e = load_err(None, &[("OUTBOUND_KAFKA__SECURITY_PROTOCOL", "tls")]);
+        assert!(e.contains("sasl_ssl"), "{e}");
+    }
+
+    #[test]
+    fn misspelt_sections_and_keys_are_errors_naming_them() {
+        // Issue 11: a misspelt environment section used to be dropped.
+        let e = load_err(None, &[("OUTBOUND_KAKFA__PARTITIONS", "8")]);
+        assert!(e.contains("OUTBOUND_KAKFA__PARTITIONS") && e.contains("`kafka"), "{e}");
+        let e = load_err(None, &[("OUTBOUND_KAFKA__PARTITION", "8")]);
+        assert!(e.contains("kafka.partitions"), "{e}");
+        let e = load_err(None, &[("OUTBOUND_KAFKA_PARTITIONS", "8")]);
+        assert!(e.contains("OUTBOUND_KAFKA__PARTITIONS"), "{e}");
+        let e = load_err(None, &[("OUTBOUND_INSTANCEID", "8")]);
+        assert!(e.contains("OUTBOUND_INSTANCE_ID"), "{e}");
+        // Other tools' OUTBOUND_* variables are not config keys.
+        Config::load_from(
+            None,
+            env(&[
+                ("OUTBOUND_STACK_DIR", "/tmp/x"),
+                ("OUTBOUND_KAFKA_PORT", "9092"),
+                ("OUTBOUND_TEST_BOOTSTRAP", "x"),
+                ("OUTBOUND_CONFIG", "/etc/outbound.toml"),
+                ("OUTBOUND_LOG_FORMAT", "json"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("[kafka]\nbootstrap_server = \"x\"\n", "kafka.bootstrap_servers"),
+            ("[kakfa]\npartitions = 1\n", "`kakfa.partitions`"),
+            ("[sink.tsl]\nca_file = \"x\"\n", "sink.tls"),
+            ("[kafka]\npartitions = \"x\"\n", "kafka.partitions"),
+        ] {
+            let file = dir.path().join("typo.toml");
+            std::fs::write(&file, text).unwrap();
+            let e = load_err(Some(&file), &[]);
+            assert!(e.contains(want) && e.contains("typo.toml"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key_and_source() {
+        let e = load_err(None, &[("OUTBOUND_SOURCE__BUSINESS_TIME_ZONE", "Mars/Olympus")]);
+        assert!(e.contains("source.business_time_zone"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::load_from(None, [], &[flag("kafka.partitions", "0")]).unwrap_err()
+        );
+        assert!(e.contains("kafka.partitions"), "{e}");
+    }
+
+    #[test]
+    fn secrets_from_files_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cr3t-from-file\n").unwrap();
+        let loaded = Config::load_from(
+            None,
+            env(&[
+                ("OUTBOUND_SINK__PASSWORD_FILE", pw.to_str().unwrap()),
+                ("OUTBOUND_SINK__USERNAME", "admin"),
+                ("OUTBOUND_KAFKA__SASL__PASSWORD", "kafka-s3cr3t"),
+                ("OUTBOUND_KAFKA__SASL__USERNAME", "app"),
+                ("OUTBOUND_KAFKA__SECURITY_PROTOCOL", "sasl_plaintext"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(loaded.config.sink.password.expose(), "s3cr3t-from-file");
+        assert_eq!(loaded.source("sink.password"), Source::SecretFile(pw.clone()));
+        for text in [
+            format!("{:?}", loaded.config),
+            loaded.describe(),
+            loaded.describe_json().to_string(),
+        ] {
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
+        assert!(loaded.describe().contains("password = \"<redacted>\""));
+        // Both the secret and its file: ambiguous.
+        let e = load_err(
+            None,
+            &[
+                ("OUTBOUND_SINK__PASSWORD", "x"),
+                ("OUTBOUND_SINK__PASSWORD_FILE", pw.to_str().unwrap()),
+            ],
+        );
+        assert!(e.contains("sink.password_file"), "{e}");
+        let e = load_err(None, &[("OUTBOUND_SINK__PASSWORD_FILE", "/nonexistent/pw")]);
+        assert!(e.contains("/nonexistent/pw"), "{e}");
+    }
+
+    #[test]
+    fn check_output_is_toml_that_loads_back() {
+        let loaded = Config::load_from(
+            None,
+            env(&[("OUTBOUND_KAFKA__PARTITIONS", "9")]),
+            &[flag("app_id", "x")],
+        )
+        .unwrap();
+        let text = loaded.describe();
+        assert!(text.contains("# env OUTBOUND_KAFKA__PARTITIONS"), "{text}");
+        assert!(text.contains("# flag --app-id"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("check.toml");
+        std::fs::write(&file, &text).unwrap();
+        let again = Config::load_from(Some(&file), [], &[]).unwrap();
+        assert_eq!(again.config.kafka.partitions, 9);
+        assert_eq!(again.config.app_id, "x");
     }
 }

@@ -58,9 +58,8 @@ pub enum RestoreStart {
 
 impl Restorer {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-            .set(
+        let mut cc = config.client_config();
+        cc.set(
                 "group.id",
                 format!("{}-restore-{}", config.app_id, config.instance_id),
             )

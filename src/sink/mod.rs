@@ -7,6 +7,7 @@
 //! - [`encoder`]: record → bulk action with `external_gte` version = offset;
 //! - [`batch`]: batching by count, bytes and time;
 //! - [`request_builder`]: batch → bulk body;
+//! - [`client`]: the HTTP client of the search nodes (hosts, auth, TLS);
 //! - [`service`]: sends a bulk request (the `elasticsearch` crate);
 //! - [`retry`]: which responses and items retry, fail for good, or count as done;
 //! - [`acks`]: which offsets may be committed once batches are acknowledged;
@@ -15,6 +16,7 @@
 
 pub mod acks;
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod dlq;
 pub mod encoder;

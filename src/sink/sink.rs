@@ -96,11 +96,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
     if config.sink.install_templates {
         install_until_done(&service, &specs, backoff, &shutdown).await?;
     }
-    let mut kafka = ClientConfig::new();
-    kafka.set("bootstrap.servers", &config.kafka.bootstrap_servers);
-    for (k, v) in &config.kafka.properties {
-        kafka.set(k, v);
-    }
+    let kafka = config.client_config();
     let dlq_topic = dlq_topic(&config);
     ensure_topic(
         &kafka,
