@@ -12,7 +12,13 @@ mod cli;
 #[command(name = "outbound", version, about, long_about = None)]
 struct Cli {
     /// Log lines as text (coloured only on a terminal) or JSON, on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "OUTBOUND_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "OUTBOUND_LOG_FORMAT"
+    )]
     log_format: cli::logging::LogFormat,
     #[command(subcommand)]
     command: Command,

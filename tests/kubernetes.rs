@@ -84,7 +84,10 @@ fn manifests_are_valid_kubernetes_objects() {
         std::fs::read_to_string(dir().join("kustomization.yaml")).expect("kustomization");
     for f in &files {
         let name = f.file_name().and_then(|n| n.to_str()).expect("name");
-        assert!(kustomization.contains(name), "{name} not in kustomization.yaml");
+        assert!(
+            kustomization.contains(name),
+            "{name} not in kustomization.yaml"
+        );
     }
 }
 
@@ -154,17 +157,30 @@ fn manifests_agree_with_outbound() {
             str_of(&pod["metadata"]["annotations"]["prometheus.io/port"]),
             port.to_string()
         );
-        assert_eq!(str_of(&container["readinessProbe"]["httpGet"]["path"]), "/readyz");
-        assert_eq!(str_of(&container["livenessProbe"]["httpGet"]["path"]), "/healthz");
+        assert_eq!(
+            str_of(&container["readinessProbe"]["httpGet"]["path"]),
+            "/readyz"
+        );
+        assert_eq!(
+            str_of(&container["livenessProbe"]["httpGet"]["path"]),
+            "/healthz"
+        );
         // A clean shutdown (commit, in-flight bulk requests) fits in the grace period.
-        let shutdown_s = (config.kafka.transaction_timeout_ms + config.sink.request_timeout_ms) / 1000;
+        let shutdown_s =
+            (config.kafka.transaction_timeout_ms + config.sink.request_timeout_ms) / 1000;
         let grace = pod["spec"]["terminationGracePeriodSeconds"]
             .as_u64()
             .expect("terminationGracePeriodSeconds");
-        assert!(grace > shutdown_s, "grace {grace}s <= shutdown {shutdown_s}s");
+        assert!(
+            grace > shutdown_s,
+            "grace {grace}s <= shutdown {shutdown_s}s"
+        );
 
         if workload == sts {
-            assert!(instance_from_ordinal, "OUTBOUND_INSTANCE_ID is the pod ordinal");
+            assert!(
+                instance_from_ordinal,
+                "OUTBOUND_INSTANCE_ID is the pod ordinal"
+            );
             assert_eq!(config.instance_id, "2");
             assert!(!config.sink.in_run, "the sink runs as its own Deployment");
             let claim = &sts["spec"]["volumeClaimTemplates"][0];
@@ -177,7 +193,11 @@ fn manifests_agree_with_outbound() {
                     str_of(&v["name"]) == claim_name
                         && Path::new(str_of(&v["mountPath"])) == config.state.dir
                 });
-            assert!(mounted, "state.dir {:?} is on the volume claim", config.state.dir);
+            assert!(
+                mounted,
+                "state.dir {:?} is on the volume claim",
+                config.state.dir
+            );
         } else {
             assert_eq!(container["args"][1].as_str(), Some("sink"));
         }
@@ -190,7 +210,10 @@ fn manifests_agree_with_outbound() {
             .filter(|(_, pdb)| {
                 pdb["spec"]["selector"]["matchLabels"]
                     .as_mapping()
-                    .is_some_and(|sel| sel.iter().all(|(k, v)| &labels[k.as_str().unwrap_or("")] == v))
+                    .is_some_and(|sel| {
+                        sel.iter()
+                            .all(|(k, v)| &labels[k.as_str().unwrap_or("")] == v)
+                    })
             })
             .count();
         assert_eq!(budgets, 1, "{}", str_of(&workload["metadata"]["name"]));

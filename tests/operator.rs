@@ -121,7 +121,10 @@ fn status_reset_and_reprocess() {
         .expect("tasks")
         .iter()
         .all(|t| t["last_commit_age_s"].as_f64().is_some_and(|a| a < 60.0)));
-    assert_eq!(status["group"]["members"][0]["client_id"], format!("{app}-1"));
+    assert_eq!(
+        status["group"]["members"][0]["client_id"],
+        format!("{app}-1")
+    );
     // No sink runs: every output partition with records is all unacknowledged.
     let sink = status["sink"].as_array().expect("sink partitions");
     assert_eq!(sink.len(), 4, "{sink:?}");
@@ -160,7 +163,12 @@ fn status_reset_and_reprocess() {
     let o = wait_for("reset --yes once the group is empty", DEADLINE, || {
         let o = outbound(
             &app,
-            &["reset", "--yes", "--state-dir", state.to_str().expect("utf-8")],
+            &[
+                "reset",
+                "--yes",
+                "--state-dir",
+                state.to_str().expect("utf-8"),
+            ],
         );
         match o.status.success() {
             true => Ok(o),
@@ -176,7 +184,10 @@ fn status_reset_and_reprocess() {
         );
     }
     for kept in ["details", "rollups"] {
-        assert!(left.contains(&format!("{app}-{kept}")), "{kept} was deleted");
+        assert!(
+            left.contains(&format!("{app}-{kept}")),
+            "{kept} was deleted"
+        );
     }
     assert!(!state.join(&app).exists(), "local state survived");
 

@@ -18,11 +18,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use common::stack_component;
 use elasticsearch::indices::{IndicesCreateParts, IndicesDeleteParts};
 use elasticsearch::{CountParts, IndexParts};
 use outbound::config::Secret;
 use outbound::sink::SinkConfig;
-use common::stack_component;
 use serde_json::json;
 
 struct SearchTls {

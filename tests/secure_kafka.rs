@@ -118,7 +118,10 @@ fn outbound_run_over_sasl_ssl_keeps_its_secrets_out_of_every_output() {
         ("OUTBOUND_KAFKA__BOOTSTRAP_SERVERS", BOOTSTRAP.into()),
         ("OUTBOUND_KAFKA__SECURITY_PROTOCOL", "sasl_ssl".into()),
         ("OUTBOUND_KAFKA__SASL__MECHANISM", "SCRAM-SHA-256".into()),
-        ("OUTBOUND_KAFKA__SASL__USERNAME", secure.var("APP_USER").into()),
+        (
+            "OUTBOUND_KAFKA__SASL__USERNAME",
+            secure.var("APP_USER").into(),
+        ),
         (
             "OUTBOUND_KAFKA__SASL__PASSWORD_FILE",
             password_file.display().to_string(),
@@ -173,7 +176,11 @@ fn outbound_run_over_sasl_ssl_keeps_its_secrets_out_of_every_output() {
     let check = outbound(&["config", "check"]);
     assert!(check.contains("password = \"<redacted>\""), "{check}");
     let help = outbound(&["run", "--help"]);
-    for (what, text) in [("run log", &log), ("config check", &check), ("--help", &help)] {
+    for (what, text) in [
+        ("run log", &log),
+        ("config check", &check),
+        ("--help", &help),
+    ] {
         for secret in [password.as_str(), sink_secret.as_str()] {
             assert!(
                 !text.contains(secret),

@@ -56,7 +56,10 @@ pub fn run(args: ResetArgs) -> anyhow::Result<()> {
             .lock()
             .read_line(&mut answer)
             .context("reading the confirmation")?;
-        anyhow::ensure!(answer.trim() == config.app_id, "not confirmed; nothing deleted");
+        anyhow::ensure!(
+            answer.trim() == config.app_id,
+            "not confirmed; nothing deleted"
+        );
     }
     let bar = match std::io::stderr().is_terminal() {
         true => ProgressBar::new(plan.steps()),

@@ -35,7 +35,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         let (instance, url) = pair
             .split_once('=')
             .with_context(|| format!("--instance-url {pair:?}: expected INSTANCE=URL"))?;
-        endpoints.explicit.insert(instance.to_owned(), url.to_owned());
+        endpoints
+            .explicit
+            .insert(instance.to_owned(), url.to_owned());
     }
     let status = status::gather(&config, &endpoints)?;
     match args.json {

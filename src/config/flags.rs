@@ -130,8 +130,8 @@ impl FromArgMatches for ConfigArgs {
             self.file = Some(file.clone());
         }
         for key in &catalogue().keys {
-            let from_command_line = matches.value_source(&key.path)
-                == Some(clap::parser::ValueSource::CommandLine);
+            let from_command_line =
+                matches.value_source(&key.path) == Some(clap::parser::ValueSource::CommandLine);
             if !from_command_line {
                 continue;
             }

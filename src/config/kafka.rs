@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(cc.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(cc.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
         assert_eq!(cc.get("sasl.password"), Some("pw"));
-        assert_eq!(cc.get("ssl.endpoint.identification.algorithm"), Some("https"));
+        assert_eq!(
+            cc.get("ssl.endpoint.identification.algorithm"),
+            Some("https")
+        );
         assert_eq!(cc.get("client.id"), Some("x"));
         k.validate().unwrap();
         // A plaintext client gets no SASL or TLS settings.

@@ -79,7 +79,10 @@ impl Key {
 
     /// The last path segment.
     pub fn name(&self) -> &str {
-        self.path.rsplit_once('.').map(|(_, n)| n).unwrap_or(&self.path)
+        self.path
+            .rsplit_once('.')
+            .map(|(_, n)| n)
+            .unwrap_or(&self.path)
     }
 
     /// The first sentence of the doc comment, for short help.
@@ -99,7 +102,10 @@ impl Key {
 
 /// `OUTBOUND_` + the path in capitals, `.` written `__`.
 pub fn env_name(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.replace('.', "__").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}{}",
+        path.replace('.', "__").to_ascii_uppercase()
+    )
 }
 
 /// A value as one line of text (lists comma-separated, maps `k=v`).
@@ -238,7 +244,12 @@ fn walk(
             .into_iter()
             .flatten()
         {
-            choices.extend(variant.get("const").and_then(Value::as_str).map(str::to_owned));
+            choices.extend(
+                variant
+                    .get("const")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            );
             choices.extend(strings(variant.get("enum")));
         }
         let aliases = match property.get("x-flag-alias") {
@@ -283,7 +294,11 @@ mod tests {
         assert!(c.keys.len() > 40, "{} keys", c.keys.len());
         let mut flags = std::collections::BTreeSet::new();
         for k in &c.keys {
-            assert!(!k.doc.is_empty(), "config key `{}` has no doc comment", k.path);
+            assert!(
+                !k.doc.is_empty(),
+                "config key `{}` has no doc comment",
+                k.path
+            );
             assert!(flags.insert(k.flag()), "flag --{} twice", k.flag());
             for a in &k.aliases {
                 assert!(flags.insert(a.clone()), "flag --{a} twice");

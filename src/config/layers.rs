@@ -113,6 +113,12 @@ impl Layers {
                     );
                 };
                 self.file_table(cat, file, &path, inner)?;
+            } else if value.is_object() {
+                bail!(
+                    "config file {}: unknown section [{path}]{}",
+                    file.display(),
+                    hint(cat, &path)
+                );
             } else {
                 bail!(
                     "config file {}: unknown key `{path}`{}",
@@ -230,9 +236,9 @@ impl Layers {
 
 fn hint(cat: &Catalogue, path: &str) -> String {
     match cat.nearest(path) {
-        Some(near) => format!(
-            " (did you mean `{near}`?; every key is listed by `outbound run --help`)"
-        ),
+        Some(near) => {
+            format!(" (did you mean `{near}`?; every key is listed by `outbound run --help`)")
+        }
         None => " (every key is listed by `outbound run --help`)".into(),
     }
 }

@@ -351,7 +351,10 @@ mod tests {
             loaded.source("kafka.partitions"),
             Source::Env("OUTBOUND_KAFKA__PARTITIONS".into())
         );
-        assert_eq!(loaded.source("instance_id"), Source::Flag("instance-id".into()));
+        assert_eq!(
+            loaded.source("instance_id"),
+            Source::Flag("instance-id".into())
+        );
         assert_eq!(loaded.source("state.dir"), Source::Default);
     }
 
@@ -406,7 +409,10 @@ mod tests {
         assert_eq!(c.source.extra_item_topics, vec!["a.wms2.t", "a.wms3.t"]);
         assert_eq!(c.kafka.properties["client.rack"], "r1");
         let e = load_err(None, &[("OUTBOUND_KAFKA__PARTITIONS", "six")]);
-        assert!(e.contains("OUTBOUND_KAFKA__PARTITIONS") && e.contains("integer"), "{e}");
+        assert!(
+            e.contains("OUTBOUND_KAFKA__PARTITIONS") && e.contains("integer"),
+            "{e}"
+        );
         let e = load_err(None, &[("OUTBOUND_KAFKA__SECURITY_PROTOCOL", "tls")]);
         assert!(e.contains("sasl_ssl"), "{e}");
     }
@@ -415,7 +421,10 @@ mod tests {
     fn misspelt_sections_and_keys_are_errors_naming_them() {
         // Issue 11: a misspelt environment section used to be dropped.
         let e = load_err(None, &[("OUTBOUND_KAKFA__PARTITIONS", "8")]);
-        assert!(e.contains("OUTBOUND_KAKFA__PARTITIONS") && e.contains("`kafka"), "{e}");
+        assert!(
+            e.contains("OUTBOUND_KAKFA__PARTITIONS") && e.contains("`kafka"),
+            "{e}"
+        );
         let e = load_err(None, &[("OUTBOUND_KAFKA__PARTITION", "8")]);
         assert!(e.contains("kafka.partitions"), "{e}");
         let e = load_err(None, &[("OUTBOUND_KAFKA_PARTITIONS", "8")]);
@@ -437,8 +446,11 @@ mod tests {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         for (text, want) in [
-            ("[kafka]\nbootstrap_server = \"x\"\n", "kafka.bootstrap_servers"),
-            ("[kakfa]\npartitions = 1\n", "`kakfa.partitions`"),
+            (
+                "[kafka]\nbootstrap_server = \"x\"\n",
+                "kafka.bootstrap_servers",
+            ),
+            ("[kakfa]\npartitions = 1\n", "[kakfa]"),
             ("[sink.tsl]\nca_file = \"x\"\n", "sink.tls"),
             ("[kafka]\npartitions = \"x\"\n", "kafka.partitions"),
         ] {
@@ -451,7 +463,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key_and_source() {
-        let e = load_err(None, &[("OUTBOUND_SOURCE__BUSINESS_TIME_ZONE", "Mars/Olympus")]);
+        let e = load_err(
+            None,
+            &[("OUTBOUND_SOURCE__BUSINESS_TIME_ZONE", "Mars/Olympus")],
+        );
         assert!(e.contains("source.business_time_zone"), "{e}");
         let e = format!(
             "{:#}",
@@ -478,7 +493,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(loaded.config.sink.password.expose(), "s3cr3t-from-file");
-        assert_eq!(loaded.source("sink.password"), Source::SecretFile(pw.clone()));
+        assert_eq!(
+            loaded.source("sink.password"),
+            Source::SecretFile(pw.clone())
+        );
         for text in [
             format!("{:?}", loaded.config),
             loaded.describe(),

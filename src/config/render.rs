@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::keys::{catalogue, Key, Kind};
-use super::{Config, Loaded};
+use super::Loaded;
 
 /// Wraps `text` into `# ` comment lines of at most `width` columns.
 fn comment(text: &str, width: usize) -> String {
@@ -144,6 +144,7 @@ impl Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn the_committed_example_is_current() {

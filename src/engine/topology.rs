@@ -18,7 +18,6 @@ use rdkafka::admin::{
     TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use tracing::{info, warn};
 
 use crate::config::Config;

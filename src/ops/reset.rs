@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use serde::Serialize;
 
@@ -164,7 +164,9 @@ async fn index_names(config: &Config) -> anyhow::Result<Vec<String>> {
     for alias in aliases {
         let response = client
             .indices()
-            .get_alias(elasticsearch::indices::IndicesGetAliasParts::Name(&[&alias]))
+            .get_alias(elasticsearch::indices::IndicesGetAliasParts::Name(&[
+                &alias,
+            ]))
             .send()
             .await
             .with_context(|| format!("looking up the alias {alias} on {}", config.sink.url))?;
@@ -248,9 +250,7 @@ pub async fn execute(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             step(&format!("no local state at {}", plan.state_dir.display()))
         }
-        Err(e) => {
-            return Err(e).with_context(|| format!("deleting {}", plan.state_dir.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("deleting {}", plan.state_dir.display())),
     }
     Ok(())
 }

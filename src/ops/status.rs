@@ -89,7 +89,11 @@ impl Endpoints {
         self.explicit
             .get(instance)
             .cloned()
-            .or_else(|| self.template.as_ref().map(|t| t.replace("{instance}", instance)))
+            .or_else(|| {
+                self.template
+                    .as_ref()
+                    .map(|t| t.replace("{instance}", instance))
+            })
             .map(|u| u.trim_end_matches('/').to_owned())
     }
 }
@@ -347,9 +351,7 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
                 (Some(_), Some(p)) => match p.ready {
                     None => "assigned",
                     Some(true) => "running",
-                    Some(false) if p.restoring.get(&stage).is_some_and(|n| *n > 0) => {
-                        "restoring"
-                    }
+                    Some(false) if p.restoring.get(&stage).is_some_and(|n| *n > 0) => "restoring",
                     Some(false) => "not_ready",
                 },
             };
@@ -408,7 +410,9 @@ fn age(s: Option<f64>) -> String {
 }
 
 fn opt(v: &Option<impl ToString>) -> String {
-    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 impl Status {

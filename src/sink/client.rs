@@ -29,9 +29,7 @@ pub fn transport(config: &SinkConfig, timeout: Duration) -> anyhow::Result<Trans
     }
     let tls = &config.tls;
     if !tls.verify {
-        tracing::warn!(
-            "sink.tls.verify = false: the search nodes' certificates are not checked"
-        );
+        tracing::warn!("sink.tls.verify = false: the search nodes' certificates are not checked");
         builder = builder.cert_validation(CertificateValidation::None);
     } else if !tls.ca_file.is_empty() {
         let pem = std::fs::read(&tls.ca_file)
@@ -131,7 +129,9 @@ mod tests {
         std::fs::write(&ca, "not a certificate").unwrap();
         let mut c = SinkConfig::default();
         c.tls.ca_file = ca.display().to_string();
-        let e = transport(&c, Duration::from_secs(1)).unwrap_err().to_string();
+        let e = transport(&c, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sink.tls.ca_file"), "{e}");
     }
 }

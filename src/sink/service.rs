@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use elasticsearch::{BulkParts, Elasticsearch};
 
-use super::config::SinkConfig;
 use super::client::transport;
+use super::config::SinkConfig;
 use super::retry::{classify_status, BulkResponse, ItemResponse, RequestClass};
 
 /// Why a bulk request produced no per-item answer.

@@ -131,7 +131,10 @@ pub fn fold_topic(topic: &str) -> Result<BTreeMap<String, Value>, String> {
 }
 
 /// [`fold_topic`] on the cluster `base` connects to.
-pub fn fold_topic_with(base: &ClientConfig, topic: &str) -> Result<BTreeMap<String, Value>, String> {
+pub fn fold_topic_with(
+    base: &ClientConfig,
+    topic: &str,
+) -> Result<BTreeMap<String, Value>, String> {
     let consumer: BaseConsumer = base
         .clone()
         .set("group.id", unique("fold"))
