@@ -118,11 +118,16 @@ fn observer(config: &Config, group: &str) -> anyhow::Result<BaseConsumer> {
     cc.create().context("creating a Kafka consumer")
 }
 
-/// (partition, committed, end) of every partition of `topics`.
-fn offsets(
-    consumer: &BaseConsumer,
-    topics: &[String],
-) -> anyhow::Result<Vec<(String, i32, Option<i64>, i64)>> {
+/// One partition's committed offset (of the observer's group) and end.
+struct PartitionOffsets {
+    topic: String,
+    partition: i32,
+    committed: Option<i64>,
+    end: i64,
+}
+
+/// The committed and end offsets of every partition of `topics`.
+fn offsets(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<Vec<PartitionOffsets>> {
     let mut tpl = TopicPartitionList::new();
     let mut ends = Vec::new();
     for topic in topics {
@@ -150,14 +155,20 @@ fn offsets(
         .context("reading the group's committed offsets")?;
     Ok(ends
         .into_iter()
-        .map(|(topic, p, end)| {
-            let c = committed
-                .find_partition(&topic, p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            (topic, p, c, end)
+        .map(|(topic, partition, end)| {
+            let committed =
+                committed
+                    .find_partition(&topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            PartitionOffsets {
+                topic,
+                partition,
+                committed,
+                end,
+            }
         })
         .collect())
 }
@@ -339,7 +350,13 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
     let owner_of = group.owners();
     let tasks = offsets(&stream, &consumed)?
         .into_iter()
-        .map(|(topic, partition, committed, end)| {
+        .map(|o| {
+            let PartitionOffsets {
+                topic,
+                partition,
+                committed,
+                end,
+            } = o;
             let stage = stage_of(&topic);
             let owner = owner_of
                 .get(&(topic.clone(), partition))
@@ -372,7 +389,13 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
     let sink_owner_of = sink_group.owners();
     let sink_partitions = offsets(&sink, &[topics.details.clone(), topics.rollups.clone()])?
         .into_iter()
-        .map(|(topic, partition, committed, end)| {
+        .map(|o| {
+            let PartitionOffsets {
+                topic,
+                partition,
+                committed,
+                end,
+            } = o;
             let next = committed.unwrap_or(0);
             let lag = (end - next).max(0);
             SinkPartition {

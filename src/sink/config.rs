@@ -187,7 +187,7 @@ impl SinkConfig {
             "config keys `sink.api_key` and `sink.username`/`sink.password`: set one way of authenticating"
         );
         anyhow::ensure!(
-            self.username.is_empty() == !self.password.is_set(),
+            self.username.is_empty() != self.password.is_set(),
             "config keys `sink.username` and `sink.password` go together"
         );
         for (key, file) in [
