@@ -48,6 +48,8 @@ pub struct TaskStatus {
     pub state: String,
     pub committed: Option<i64>,
     pub end: i64,
+    /// Offsets from the first committed record not yet processed to the
+    /// end (0 when only transaction markers are left).
     pub lag: i64,
     pub last_commit_age_s: Option<f64>,
 }
@@ -59,6 +61,8 @@ pub struct SinkPartition {
     pub owner: Option<String>,
     pub committed: Option<i64>,
     pub end: i64,
+    /// Offsets from the first committed record not yet processed to the
+    /// end (0 when only transaction markers are left).
     pub lag: i64,
     /// Age of the oldest record not yet acknowledged by Elasticsearch.
     pub oldest_unacked_age_s: Option<f64>,
@@ -118,76 +122,151 @@ fn observer(config: &Config, group: &str) -> anyhow::Result<BaseConsumer> {
     cc.create().context("creating a Kafka consumer")
 }
 
-/// One partition's committed offset (of the observer's group) and end.
+/// One partition as the group sees it: its committed offset, the
+/// partition's bounds, and what is left to read.
 struct PartitionOffsets {
     topic: String,
     partition: i32,
     committed: Option<i64>,
     end: i64,
+    /// Committed records after the group's position (see [`unread`]).
+    lag: i64,
+    /// Timestamp (ms) of the first of them.
+    first_unread_ms: Option<i64>,
 }
 
-/// The committed and end offsets of every partition of `topics`.
-fn offsets(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<Vec<PartitionOffsets>> {
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
+/// The committed offsets and lag of every partition of `topics`.
+fn offsets(
+    config: &Config,
+    consumer: &BaseConsumer,
+    topics: &[String],
+) -> anyhow::Result<Vec<PartitionOffsets>> {
+    let mut out = Vec::new();
     for topic in topics {
         let md = consumer
             .fetch_metadata(Some(topic), TIMEOUT)
             .with_context(|| format!("reading the metadata of {topic}"))?;
-        for t in md.topics() {
-            if t.error().is_some() {
-                continue; // not created yet
-            }
-            for p in t.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, p.id(), TIMEOUT)
-                    .with_context(|| format!("end offset of {topic}[{}]", p.id()))?;
-                tpl.add_partition(topic, p.id());
-                ends.push((topic.clone(), p.id(), high));
-            }
+        let Some(t) = md.topics().iter().find(|t| t.error().is_none()) else {
+            continue; // not created yet
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut bounds = Vec::new();
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), TIMEOUT)
+                .with_context(|| format!("end offset of {topic}[{}]", p.id()))?;
+            tpl.add_partition(topic, p.id());
+            bounds.push((p.id(), low, high));
         }
-    }
-    if ends.is_empty() {
-        return Ok(Vec::new());
-    }
-    let committed = consumer
-        .committed_offsets(tpl, TIMEOUT)
-        .context("reading the group's committed offsets")?;
-    Ok(ends
-        .into_iter()
-        .map(|(topic, partition, end)| {
-            let committed =
-                committed
-                    .find_partition(&topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-            PartitionOffsets {
-                topic,
+        let committed = consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .with_context(|| format!("reading the group's committed offsets of {topic}"))?;
+        let committed_of = |partition: i32| {
+            committed
+                .find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        };
+        let behind: Vec<(i32, i64)> = bounds
+            .iter()
+            .filter_map(|&(p, low, end)| {
+                let from = committed_of(p).unwrap_or(low).max(low);
+                (from < end).then_some((p, from))
+            })
+            .collect();
+        let peeks = unread(config, topic, &behind);
+        for (partition, low, end) in bounds {
+            let committed = committed_of(partition);
+            let from = committed.unwrap_or(low).max(low);
+            let (lag, first_unread_ms) = match peeks.get(&partition) {
+                _ if from >= end => (0, None),
+                Some(Peek::Record {
+                    offset,
+                    timestamp_ms,
+                }) => (end - offset, *timestamp_ms),
+                Some(Peek::End) => (0, None),
+                None => (end - from, None),
+            };
+            out.push(PartitionOffsets {
+                topic: topic.clone(),
                 partition,
                 committed,
                 end,
-            }
-        })
-        .collect())
-}
-
-/// The timestamp of the record at `offset` (or the first after it).
-fn record_age(config: &Config, topic: &str, partition: i32, offset: i64) -> Option<f64> {
-    let consumer = observer(config, &format!("{}-status-peek", config.app_id)).ok()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-        .ok()?;
-    consumer.assign(&tpl).ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let ms = m.timestamp().to_millis()?;
-            return Some((now_s() - ms as f64 / 1000.0).max(0.0));
+                lag,
+                first_unread_ms,
+            });
         }
     }
-    None
+    Ok(out)
+}
+
+/// What a read_committed read from a group's position finds first.
+enum Peek {
+    /// A committed record.
+    Record {
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    },
+    /// Nothing but transaction markers and aborted records before the end.
+    End,
+}
+
+/// Reads each `(partition, from)` of `topic` up to its first committed
+/// record. `end - committed` alone over-counts: a transactional writer
+/// leaves a commit marker after its records, and librdkafka's position (the
+/// offset `outbound` commits) never moves past a marker, so a stage that
+/// has processed everything still sits one offset (or an aborted batch)
+/// before the end (librdkafka issues #2539, #3917). Partitions not settled
+/// within a few seconds are left out (their lag is then `end - from`).
+fn unread(config: &Config, topic: &str, from: &[(i32, i64)]) -> BTreeMap<i32, Peek> {
+    let mut out = BTreeMap::new();
+    if from.is_empty() {
+        return out;
+    }
+    let mut cc = config.client_config();
+    cc.set("group.id", format!("{}-status-peek", config.app_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = match cc.create() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("status: cannot read {topic}: {e}");
+            return out;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for &(p, offset) in from {
+        if tpl
+            .add_partition_offset(topic, p, Offset::Offset(offset))
+            .is_err()
+        {
+            return out;
+        }
+    }
+    if let Err(e) = consumer.assign(&tpl) {
+        tracing::warn!("status: cannot read {topic}: {e}");
+        return out;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < from.len() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                out.entry(m.partition()).or_insert(Peek::Record {
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                });
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                out.entry(p).or_insert(Peek::End);
+            }
+            Some(Err(e)) => tracing::debug!("status: reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
 }
 
 /// One instance's `/readyz` and the metrics `status` reads.
@@ -348,7 +427,7 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
     let mut consumed = topics.sources.clone();
     consumed.extend(Stage::ALL.map(|s| topics.input(s).to_owned()));
     let owner_of = group.owners();
-    let tasks = offsets(&stream, &consumed)?
+    let tasks = offsets(config, &stream, &consumed)?
         .into_iter()
         .map(|o| {
             let PartitionOffsets {
@@ -356,6 +435,8 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
                 partition,
                 committed,
                 end,
+                lag,
+                ..
             } = o;
             let stage = stage_of(&topic);
             let owner = owner_of
@@ -373,7 +454,7 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
                 },
             };
             TaskStatus {
-                lag: (end - committed.unwrap_or(0)).max(0),
+                lag,
                 last_commit_age_s: probe.and_then(|p| p.last_commit_age_s),
                 stage,
                 topic,
@@ -387,33 +468,34 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
         .collect();
 
     let sink_owner_of = sink_group.owners();
-    let sink_partitions = offsets(&sink, &[topics.details.clone(), topics.rollups.clone()])?
-        .into_iter()
-        .map(|o| {
-            let PartitionOffsets {
-                topic,
-                partition,
-                committed,
-                end,
-            } = o;
-            let next = committed.unwrap_or(0);
-            let lag = (end - next).max(0);
-            SinkPartition {
-                oldest_unacked_age_s: match lag {
-                    0 => None,
-                    _ => record_age(config, &topic, partition, next),
-                },
-                owner: sink_owner_of
-                    .get(&(topic.clone(), partition))
-                    .map(|c| instance_of(c)),
-                topic,
-                partition,
-                committed,
-                end,
-                lag,
-            }
-        })
-        .collect();
+    let sink_partitions = offsets(
+        config,
+        &sink,
+        &[topics.details.clone(), topics.rollups.clone()],
+    )?
+    .into_iter()
+    .map(|o| {
+        let PartitionOffsets {
+            topic,
+            partition,
+            committed,
+            end,
+            lag,
+            first_unread_ms,
+        } = o;
+        SinkPartition {
+            oldest_unacked_age_s: first_unread_ms.map(|ms| (now_s() - ms as f64 / 1000.0).max(0.0)),
+            owner: sink_owner_of
+                .get(&(topic.clone(), partition))
+                .map(|c| instance_of(c)),
+            topic,
+            partition,
+            committed,
+            end,
+            lag,
+        }
+    })
+    .collect();
     Ok(Status {
         app_id: config.app_id.clone(),
         group,
