@@ -4,9 +4,9 @@
 #   docker build -t outbound:local .
 #
 # Stage 1 compiles with the C/C++ toolchain RocksDB's bindings (libclang) and
-# librdkafka's bundled build (cmake) need, the same packages as
-# scripts/setup-build.sh. Stage 2 is a slim Debian with only the shared
-# libraries the binary links against.
+# librdkafka's bundled build (cmake; OpenSSL and Cyrus SASL for TLS and SASL) need,
+# the same packages as scripts/setup-build.sh. Stage 2 is a slim Debian with the
+# shared libraries the binary links against.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -14,7 +14,8 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang libclang-dev cmake make g++ pkg-config zlib1g-dev libzstd-dev liblz4-dev python3 \
+      clang libclang-dev cmake make g++ pkg-config zlib1g-dev libzstd-dev liblz4-dev \
+      libssl-dev libsasl2-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -27,7 +28,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates curl zlib1g libzstd1 liblz4-1 \
+      ca-certificates curl zlib1g libzstd1 liblz4-1 libssl3 libsasl2-2 libsasl2-modules-gssapi-mit \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/outbound --create-home outbound
 COPY --from=builder /out/outbound /usr/local/bin/outbound

@@ -167,14 +167,12 @@ fn main() {
     config.source.items_table = format!("{tag}_wms.wms_demo");
     config.source.shipments_table = format!("{tag}_logistics.logistics_demo");
     config.sink.url = search_url();
-    config.sink.index_prefix = format!("{token}-");
-    let service = outbound::sink::service::BulkService::new(&config.sink).expect("client");
-    let specs = outbound::sink::indices::index_specs(&config.sink).expect("specs");
+    config.sink.index_prefix = Some(format!("{token}-"));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt")
-        .block_on(outbound::sink::indices::install(service.client(), &specs))
+        .block_on(outbound::sink::install::install_indices(&config))
         .expect("indices");
     let db = SourceDb {
         port: std::env::var("OUTBOUND_MARIADB_PORT")

@@ -2,8 +2,9 @@
 # Installs what building outbound needs beyond the Rust toolchain, once per
 # machine:
 #   - from Debian: a C/C++ toolchain and libclang (RocksDB's bindings are
-#     generated at build time), what librdkafka's bundled build links against,
-#     and Maven (which fetches the next item);
+#     generated at build time), what librdkafka's bundled build links against
+#     (OpenSSL for TLS and SCRAM, Cyrus SASL for GSSAPI), and Maven (which
+#     fetches the next item);
 #   - RocksDB, prebuilt: the shared library of the official RocksDB release of
 #     exactly the version librocksdb-sys bundles (Cargo.lock), taken from the
 #     `org.rocksdb:rocksdbjni` jar on Maven Central. It exports RocksDB's whole
@@ -16,7 +17,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 source "$repo/stack/lib.sh"
 source "$repo/scripts/build-env.sh"
-apt_install build clang libclang-dev cmake make g++ pkg-config zlib1g-dev libzstd-dev liblz4-dev python3
+apt_install build clang libclang-dev cmake make g++ pkg-config zlib1g-dev libzstd-dev liblz4-dev \
+  libssl-dev libsasl2-dev python3
 command -v mvn >/dev/null || apt_install build maven openjdk-17-jdk-headless
 
 [ "${OUTBOUND_ROCKSDB:-prebuilt}" = source ] && exit 0

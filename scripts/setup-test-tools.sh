@@ -10,15 +10,33 @@
 #   curl, jq         the stack's health checks and the demo
 #   java, mvn        the stack's Kafka, Connect and search node
 #   cargo fmt/clippy the Rust toolchain's components
+#   kubernetes-validate  tests/kubernetes.rs checks deploy/kubernetes/ against
+#                    the Kubernetes API schemas it ships (PyPI, in a venv
+#                    under the cache dir, linked as <cache>/bin/kubernetes-validate)
+#   openssl          the stack's secured components make their certificates
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 source "$repo/stack/lib.sh"
-apt_install test docker-compose prometheus mariadb-client curl jq
+apt_install test docker-compose prometheus mariadb-client curl jq openssl python3-venv
+# kubernetes-validate from PyPI, pinned, in its own venv (Debian's Python is
+# externally managed).
+k8s_validate_version=1.37.0
+k8s_venv="$STACK_CACHE/venv-kubernetes-validate-$k8s_validate_version"
+if [ ! -x "$k8s_venv/bin/kubernetes-validate" ]; then
+  log "test tools: installing kubernetes-validate $k8s_validate_version from PyPI"
+  lf="$(logfile pip-kubernetes-validate)"
+  { python3 -m venv "$k8s_venv" &&
+    "$k8s_venv/bin/pip" install -q "kubernetes-validate==$k8s_validate_version"; } >"$lf" 2>&1 ||
+    fail test "pip could not install kubernetes-validate==$k8s_validate_version" "$lf"
+fi
+# Tests find it at a versionless path.
+mkdir -p "$STACK_CACHE/bin"
+ln -sfn "$k8s_venv/bin/kubernetes-validate" "$STACK_CACHE/bin/kubernetes-validate"
 command -v mvn >/dev/null || apt_install test maven
 command -v java >/dev/null || apt_install test openjdk-17-jdk-headless
 
 missing=()
-for tool in docker-compose promtool mariadb curl jq java mvn cargo; do
+for tool in docker-compose promtool mariadb curl jq java mvn cargo openssl "$k8s_venv/bin/kubernetes-validate"; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 cargo fmt --version >/dev/null 2>&1 || missing+=("rustfmt (rustup component add rustfmt)")

@@ -29,7 +29,9 @@ scripts/setup-test-tools.sh
 step "local stack (in the background: .stack/logs/stack-up.log)"
 mkdir -p .stack/logs
 stack_log="$repo/.stack/logs/stack-up.log"
-stack/stack.sh up >"$stack_log" 2>&1 &
+# The optional secured components too: tests/secure_kafka.rs and
+# tests/search_tls.rs run against them.
+{ stack/stack.sh up && stack/stack.sh up kafka-secure search-tls; } >"$stack_log" 2>&1 &
 stack_pid=$!
 wait_stack() {
   if ! wait "$stack_pid"; then

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod loadgen;
 pub mod metrics;
+pub mod ops;
 pub mod reconcile;
 pub mod shutdown;
 pub mod sink;

@@ -11,6 +11,15 @@ mod cli;
 #[derive(Debug, Parser)]
 #[command(name = "outbound", version, about, long_about = None)]
 struct Cli {
+    /// Log lines as text (coloured only on a terminal) or JSON, on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "OUTBOUND_LOG_FORMAT"
+    )]
+    log_format: cli::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,16 +44,20 @@ enum Command {
     RebuildIndices(cli::rebuild::RebuildArgs),
     /// The sink's dead-letter topic: `outbound dlq replay --from <topic>`.
     Dlq(cli::dlq::DlqArgs),
+    /// Per task and per sink partition: owner, state, lag, commit and
+    /// acknowledgement ages.
+    Status(cli::status::StatusArgs),
+    /// Delete the app id's internal topics, changelogs, group offsets and
+    /// local state (refused while instances run).
+    Reset(cli::reset::ResetArgs),
+    /// Check the configuration, or print an annotated example of it.
+    Config(cli::config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    cli::logging::init(log_format);
     let result = match cli.command {
         Command::Reconcile(args) => return cli::reconcile::main(args),
         Command::Run(args) => cli::run::run(args),
@@ -52,12 +65,19 @@ fn main() -> ExitCode {
         Command::Loadgen(args) => cli::loadgen::run(args),
         Command::RebuildIndices(args) => cli::rebuild::run(args),
         Command::Dlq(args) => cli::dlq::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Reset(args) => cli::reset::run(args),
+        Command::Config(cmd) => cli::config::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("outbound: {e:#}");
+            // Logs and this message share stderr: say it once, in the
+            // format a log pipeline expects.
+            match log_format {
+                cli::logging::LogFormat::Json => tracing::error!("{e:#}"),
+                cli::logging::LogFormat::Text => eprintln!("outbound: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

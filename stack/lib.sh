@@ -185,3 +185,34 @@ render_template() {
 
 # http_ok URL: the URL answers with a 2xx status.
 http_ok() { curl -fsS -o /dev/null --max-time 5 "$1"; }
+
+# stack_ca COMPONENT: the stack's own certificate authority, made once
+# ($STACK_DIR/ca/ca.pem and ca.key): what clients of the secured components
+# trust (kafka.tls.ca_file, sink.tls.ca_file).
+STACK_CA_DIR="$STACK_DIR/ca"
+stack_ca() {
+  local component="$1" lf; lf="$(logfile "$1")"
+  [ -f "$STACK_CA_DIR/ca.pem" ] && return 0
+  command -v openssl >/dev/null || apt_install "$component" openssl
+  mkdir -p "$STACK_CA_DIR"; chmod 700 "$STACK_CA_DIR"
+  log "$component: generating the stack CA in $STACK_CA_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=outbound local stack CA" \
+    -keyout "$STACK_CA_DIR/ca.key" -out "$STACK_CA_DIR/ca.pem" >>"$lf" 2>&1 ||
+    fail "$component" "openssl could not generate the stack CA" "$lf"
+}
+
+# stack_cert COMPONENT DIR: DIR/node.key and DIR/node.pem, a server
+# certificate for 127.0.0.1 and localhost signed by the stack CA (made once).
+stack_cert() {
+  local component="$1" d="$2" lf; lf="$(logfile "$1")"
+  stack_ca "$component"
+  [ -f "$d/node.pem" ] && return 0
+  mkdir -p "$d"
+  {
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/node.key" -out "$d/node.csr" &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$d/node.ext" &&
+    openssl x509 -req -in "$d/node.csr" -CA "$STACK_CA_DIR/ca.pem" -CAkey "$STACK_CA_DIR/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$d/node.ext" -out "$d/node.pem"
+  } >>"$lf" 2>&1 || fail "$component" "openssl could not issue its certificate" "$lf"
+  cp "$STACK_CA_DIR/ca.pem" "$d/ca.pem"
+}

@@ -9,6 +9,9 @@
 #   stack/stack.sh check                   MariaDB CDC preflight (binlog, grants, server id)
 #
 # Components, in start order: mariadb kafka connect opensearch prometheus.
+# Optional components, started only when named (`up kafka-secure`):
+#   kafka-secure   a second Kafka whose clients use SASL_SSL (TLS + SASL PLAIN/SCRAM)
+#   search-tls     TLS + basic auth / API key in front of the search node (nginx)
 # `up` is idempotent: a component that is already running and healthy is left
 # alone. Each step fails loudly with the component, the cause and its log.
 set -euo pipefail
@@ -17,21 +20,26 @@ STACK_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=stack/lib.sh
 source "$STACK_HOME/lib.sh"
 
-ALL_COMPONENTS=(mariadb kafka connect opensearch prometheus)
+DEFAULT_COMPONENTS=(mariadb kafka connect opensearch prometheus)
+OPTIONAL_COMPONENTS=(kafka-secure search-tls)
+ALL_COMPONENTS=("${DEFAULT_COMPONENTS[@]}" "${OPTIONAL_COMPONENTS[@]}")
 
-# Source every component file that exists (opensearch/prometheus may come later).
+# Source every component file that exists; only default ones start unnamed.
 AVAILABLE=()
 for c in "${ALL_COMPONENTS[@]}"; do
   f="$STACK_HOME/components/$c.sh"
   if [ -f "$f" ]; then
     # shellcheck source=/dev/null
     source "$f"
-    AVAILABLE+=("$c")
+    for d in "${DEFAULT_COMPONENTS[@]}"; do [ "$d" = "$c" ] && AVAILABLE+=("$c"); done
   fi
 done
 
+# fn COMPONENT: a component's function prefix (kafka-secure -> kafka_secure).
+fn() { printf '%s' "${1//-/_}"; }
+
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -66,23 +74,30 @@ case "$cmd" in
     t0=$SECONDS
     for c in "${comps[@]}"; do
       s=$SECONDS
-      "${c}_install"
-      "${c}_start"
+      "$(fn "$c")_install"
+      "$(fn "$c")_start"
       log "$c: up ($((SECONDS - s))s)"
     done
     log "stack up: ${comps[*]} ($((SECONDS - t0))s); logs in $STACK_LOGS"
     ;;
   down)
-    mapfile -t comps < <(select_components "$@")
+    # Unnamed: every component, optional ones too (stop_process is a no-op
+    # for one that is not running).
+    if [ $# -eq 0 ]; then
+      mapfile -t comps < <(for c in "${ALL_COMPONENTS[@]}"; do
+        [ -f "$STACK_HOME/components/$c.sh" ] && echo "$c"; done)
+    else
+      mapfile -t comps < <(select_components "$@")
+    fi
     for ((i = ${#comps[@]} - 1; i >= 0; i--)); do
-      "${comps[$i]}_stop"
+      "$(fn "${comps[$i]}")_stop"
     done
     ;;
   status)
     mapfile -t comps < <(select_components "$@")
     rc=0
     for c in "${comps[@]}"; do
-      "${c}_status" || rc=1
+      "$(fn "$c")_status" || rc=1
     done
     exit $rc
     ;;

@@ -269,7 +269,7 @@ fn bad_records_go_to_the_dead_letter_topic_and_everything_else_is_applied() {
     config.source.topic_prefix = prefix.clone();
     t.configure(&mut config);
     config.sink.url = search_url();
-    config.sink.index_prefix = index_prefix;
+    config.sink.index_prefix = Some(index_prefix);
 
     // Every valid record applied: the indices equal the tables.
     let quiet = QuietOptions {

@@ -207,7 +207,7 @@ fn exactly_right_under_chaos() {
     };
     config.kafka.partitions = PARTITIONS;
     config.sink.url = search_url();
-    config.sink.index_prefix = format!("{token}-");
+    config.sink.index_prefix = Some(format!("{token}-"));
     let _back_up = StackBackUp;
     let mut fleet = Fleet {
         app_id: &token,

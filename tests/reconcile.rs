@@ -51,13 +51,11 @@ fn es(method: &str, path: &str, body: Option<String>) -> (u16, Value) {
 
 /// The sink's templates and indices for this config.
 fn install_indices(config: &Config) {
-    let service = outbound::sink::service::BulkService::new(&config.sink).expect("client");
-    let specs = outbound::sink::indices::index_specs(&config.sink).expect("specs");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(outbound::sink::indices::install(service.client(), &specs))
+        .block_on(outbound::sink::install::install_indices(config))
         .expect("install indices");
 }
 
@@ -80,7 +78,7 @@ fn index(alias: &str, docs: &BTreeMap<String, Value>) {
 }
 
 fn delete_indices(config: &Config) {
-    let _ = es("DELETE", &format!("/{}*", config.sink.index_prefix), None);
+    let _ = es("DELETE", &format!("/{}*", config.sink.prefix()), None);
 }
 
 /// Hand-made rows for rules a loadgen run may not hit.
@@ -108,7 +106,7 @@ fn config_for(t: &PrivateTables, token: &str) -> Config {
     };
     t.configure(&mut c);
     c.sink.url = search_url();
-    c.sink.index_prefix = format!("{token}-");
+    c.sink.index_prefix = Some(format!("{token}-"));
     c
 }
 
@@ -265,9 +263,9 @@ fn reconcile_agrees_with_the_pipeline_and_names_every_difference() {
             "reconcile",
             "--app-id",
             &token,
-            "--index-prefix",
+            "--sink-index-prefix",
             &format!("{token}-"),
-            "--url",
+            "--sink-url",
             &search_url(),
         ])
         .env("OUTBOUND_SOURCE__ORDERS_TABLE", t.orders())

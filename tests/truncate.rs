@@ -132,7 +132,7 @@ fn truncating_each_table_is_reflected_in_the_indices() {
         ..Config::default()
     };
     config.sink.url = search_url();
-    config.sink.index_prefix = format!("{token}-");
+    config.sink.index_prefix = Some(format!("{token}-"));
     let order = format!("trunc-{}", std::process::id());
     sql_app(&format!(
         "INSERT INTO orders.order_demo (order_id, order_value, order_description, created_at) VALUES ('{order}', 'Rs. 1,00,000', 'truncate test', NOW(6));

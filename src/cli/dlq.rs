@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use outbound::config::Config;
 use outbound::metrics::Metrics;
 use outbound::shutdown::Shutdown;
 use outbound::sink::replay::{replay, ReplayOptions};
@@ -44,7 +43,7 @@ pub struct ReplayArgs {
 
 pub fn run(args: DlqArgs) -> anyhow::Result<()> {
     let DlqCommand::Replay(args) = args.command;
-    let config = Config::load(args.sink.config.as_deref(), &args.sink.overrides())?;
+    let config = args.sink.config.load()?.config;
     let shutdown = Shutdown::new();
     shutdown
         .on_signals()

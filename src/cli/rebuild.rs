@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use outbound::config::Config;
 use outbound::metrics::Metrics;
 use outbound::shutdown::Shutdown;
 use outbound::sink::rebuild::{rebuild_indices, Display, RebuildOptions};
@@ -34,7 +33,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: RebuildArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.sink.config.as_deref(), &args.sink.overrides())?;
+    let config = args.sink.config.load()?.config;
     let shutdown = Shutdown::new();
     shutdown
         .on_signals()

@@ -2,15 +2,14 @@
 //! Exit status: 0 when they are equal, 1 when they differ, 2 on an error.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use outbound::config::Config;
+use outbound::config::ConfigArgs;
 use outbound::reconcile::{self, Difference, Observer, Options, QuietOptions};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::source_db::SourceDbArgs;
 
@@ -21,21 +20,8 @@ variables) for the app id, Kafka, the search node and the source tables. The bat
 is in sql/reconcile/. Exit status: 0 equal, 1 differences, 2 error."
 )]
 pub struct ReconcileArgs {
-    /// TOML configuration file (as for `outbound run`).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// `app_id`: the consumer groups --wait-for-quiet watches [default: outbound]
-    #[arg(long)]
-    pub app_id: Option<String>,
-    /// `kafka.bootstrap_servers` [default: 127.0.0.1:9092]
-    #[arg(long)]
-    pub bootstrap_servers: Option<String>,
-    /// `sink.url`: the search node [default: http://127.0.0.1:9200]
-    #[arg(long)]
-    pub url: Option<String>,
-    /// `sink.index_prefix` [default: none]
-    #[arg(long)]
-    pub index_prefix: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     #[command(flatten)]
     pub db: SourceDbArgs,
     /// Only items created at or after this UTC date or date-time, and rollup days from its date
@@ -63,29 +49,6 @@ pub struct ReconcileArgs {
     /// One JSON document on stdout instead of the readable report
     #[arg(long)]
     pub json: bool,
-}
-
-impl ReconcileArgs {
-    fn overrides(&self) -> Value {
-        let mut root = Map::new();
-        if let Some(v) = &self.app_id {
-            root.insert("app_id".into(), v.clone().into());
-        }
-        if let Some(v) = &self.bootstrap_servers {
-            root.insert("kafka".into(), json!({ "bootstrap_servers": v }));
-        }
-        let mut sink = Map::new();
-        if let Some(v) = &self.url {
-            sink.insert("url".into(), v.clone().into());
-        }
-        if let Some(v) = &self.index_prefix {
-            sink.insert("index_prefix".into(), v.clone().into());
-        }
-        if !sink.is_empty() {
-            root.insert("sink".into(), sink.into());
-        }
-        Value::Object(root)
-    }
 }
 
 /// Prints differences as they are found (the first `show` in full) and
@@ -172,7 +135,7 @@ pub fn main(args: ReconcileArgs) -> ExitCode {
 
 /// Ok(true) when the indices equal the batch.
 fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
-    let config = Config::load(args.config.as_deref(), &args.overrides())?;
+    let config = args.config.load()?.config;
     let db = args.db.source_db();
     let options = Options {
         since: args

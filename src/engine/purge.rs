@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use crate::config::Config;
@@ -27,11 +27,7 @@ pub struct Purger {
 
 impl Purger {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.kafka.bootstrap_servers);
-        for (k, v) in &config.kafka.properties {
-            cc.set(k, v);
-        }
+        let cc = config.client_config();
         Ok(Self {
             admin: cc.create().context("creating the purge admin client")?,
             runtime: tokio::runtime::Builder::new_current_thread()

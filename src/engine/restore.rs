@@ -13,7 +13,7 @@ use outbound_state::{ChangelogRecord, TaskStore};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -58,22 +58,21 @@ pub enum RestoreStart {
 
 impl Restorer {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-            .set(
-                "group.id",
-                format!("{}-restore-{}", config.app_id, config.instance_id),
-            )
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
-            .set("fetch.max.bytes", "52428800")
-            .set("max.partition.fetch.bytes", "10485760")
-            // A fetch that includes a partition already at its end waits
-            // fetch.wait.max.ms (500 ms by default) at the broker, holding
-            // back partitions assigned meanwhile: restores are bursts of
-            // reads, so keep the long poll short.
-            .set("fetch.wait.max.ms", "10");
+        let mut cc = config.client_config();
+        cc.set(
+            "group.id",
+            format!("{}-restore-{}", config.app_id, config.instance_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        // A fetch that includes a partition already at its end waits
+        // fetch.wait.max.ms (500 ms by default) at the broker, holding
+        // back partitions assigned meanwhile: restores are bursts of
+        // reads, so keep the long poll short.
+        .set("fetch.wait.max.ms", "10");
         for (k, v) in &config.kafka.properties {
             cc.set(k, v);
         }

@@ -20,7 +20,7 @@ use outbound_state::{
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use super::processors::{self, Output, ProcessError};
@@ -578,9 +578,8 @@ pub fn run(
         metrics: metrics.clone(),
     }));
     let failure = Arc::new(Mutex::new(None));
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .set("group.id", config.group_id())
+    let mut cc = config.client_config();
+    cc.set("group.id", config.group_id())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")

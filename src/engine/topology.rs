@@ -18,7 +18,6 @@ use rdkafka::admin::{
     TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -151,8 +150,8 @@ impl TopicKind {
 /// refuses to start when one exists with another partition count: state and
 /// routing are partitioned by it, so a silent mismatch would corrupt results.
 pub async fn ensure_topics(config: &Config, topics: &Topics) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config()
         .create()
         .context("creating the Kafka admin client")?;
     let timeout = Duration::from_secs(30);

@@ -92,9 +92,8 @@ impl Transactions {
             tracked_suffix: "-changelog".into(),
             deliveries: deliveries.clone(),
         };
-        let mut cc = rdkafka::ClientConfig::new();
-        cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-            .set("transactional.id", config.transactional_id())
+        let mut cc = config.client_config();
+        cc.set("transactional.id", config.transactional_id())
             .set(
                 "transaction.timeout.ms",
                 config.kafka.transaction_timeout_ms.to_string(),

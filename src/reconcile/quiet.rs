@@ -65,25 +65,17 @@ fn only_markers_after(
 }
 
 fn client_config(config: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .set("enable.auto.commit", "false")
+    let mut c = config.client_config();
+    c.set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
     c
 }
 
 fn client(config: &Config, group: &str) -> anyhow::Result<BaseConsumer> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .set("group.id", group)
+    let mut c = config.client_config();
+    c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
     c.create()
         .with_context(|| format!("creating a Kafka client for group {group}"))
 }

@@ -3,22 +3,35 @@
 //! against the local stack; set them in the TOML file, as `OUTBOUND_SINK__*`
 //! environment variables or as `outbound sink` flags.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Secret;
 use outbound_pipeline::rollup::RollupName;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
     /// Run the sink inside `outbound run`, as its own task with its own
     /// consumer group (`<app_id>-sink`). `outbound sink` runs it alone.
     pub in_run: bool,
-    /// Base URL of the Elasticsearch-API node or load balancer.
+    /// Base URL of the Elasticsearch-API node or load balancer; several
+    /// nodes comma-separated (requests go round-robin over them).
     pub url: String,
-    /// Basic-auth user; empty = no authentication.
+    /// Basic-auth user; empty = no basic auth.
     pub username: String,
-    /// Basic-auth password (prefer `OUTBOUND_SINK__PASSWORD` to a file).
-    pub password: String,
+    /// Basic-auth password.
+    pub password: Secret,
+    /// File holding the basic-auth password (e.g. a mounted Kubernetes
+    /// Secret); instead of `sink.password`.
+    pub password_file: String,
+    /// Elasticsearch API key: the base64 `encoded` value the create-API-key
+    /// call returns, or `id:api_key`. Instead of basic auth.
+    pub api_key: Secret,
+    /// File holding the API key; instead of `sink.api_key`.
+    pub api_key_file: String,
+    /// TLS towards the search nodes (https:// URLs).
+    pub tls: SinkTlsConfig,
     /// Prefix of every index, alias and index template the sink owns, so
     /// several apps can share one cluster. Unset: `<app_id>-` (lowercased),
     /// except for the default app id `outbound`, whose indices keep the
@@ -90,13 +103,44 @@ pub struct SinkConfig {
     pub dlq_topic: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkTlsConfig {
+    /// PEM file of the CA(s) that signed the nodes' certificates (e.g.
+    /// Elasticsearch 8's `http_ca.crt`); empty = the built-in web roots.
+    pub ca_file: String,
+    /// Check the node's certificate at all. Off accepts any certificate
+    /// (a test cluster only: it gives up protection from impostors).
+    pub verify: bool,
+    /// PEM client certificate, for clusters that authenticate clients by
+    /// certificate (PKI realm).
+    pub certificate_file: String,
+    /// PEM private key of the client certificate (unencrypted).
+    pub key_file: String,
+}
+
+impl Default for SinkTlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: String::new(),
+            verify: true,
+            certificate_file: String::new(),
+            key_file: String::new(),
+        }
+    }
+}
+
 impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             in_run: true,
             url: "http://127.0.0.1:9200".into(),
             username: String::new(),
-            password: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
+            api_key: Secret::default(),
+            api_key_file: String::new(),
+            tls: SinkTlsConfig::default(),
             index_prefix: None,
             details_alias: "outbound_details".into(),
             details_legacy_alias: "latestoutboundreport_es".into(),
@@ -170,14 +214,51 @@ impl SinkConfig {
         (2 * self.retry_window_ms.div_ceil(1000)).max(3600)
     }
 
+    /// The node URLs of `sink.url` (one or more, comma-separated).
+    pub fn urls(&self) -> anyhow::Result<Vec<elasticsearch::http::Url>> {
+        let urls = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                let url = elasticsearch::http::Url::parse(u)
+                    .map_err(|e| anyhow::anyhow!("config key `sink.url`: {u:?}: {e}"))?;
+                anyhow::ensure!(
+                    matches!(url.scheme(), "http" | "https"),
+                    "config key `sink.url`: {u:?}: expected an http:// or https:// URL"
+                );
+                Ok(url)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!urls.is_empty(), "config key `sink.url` is empty");
+        Ok(urls)
+    }
+
     /// Checks the values; errors name the key.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let url = elasticsearch::http::Url::parse(&self.url)
-            .map_err(|e| anyhow::anyhow!("config key `sink.url` = {:?}: {e}", self.url))?;
+        self.urls()?;
         anyhow::ensure!(
-            matches!(url.scheme(), "http" | "https"),
-            "config key `sink.url` = {:?}: expected an http:// or https:// URL",
-            self.url
+            !(self.api_key.is_set() && (self.password.is_set() || !self.username.is_empty())),
+            "config keys `sink.api_key` and `sink.username`/`sink.password`: set one way of authenticating"
+        );
+        anyhow::ensure!(
+            self.username.is_empty() != self.password.is_set(),
+            "config keys `sink.username` and `sink.password` go together"
+        );
+        for (key, file) in [
+            ("sink.tls.ca_file", &self.tls.ca_file),
+            ("sink.tls.certificate_file", &self.tls.certificate_file),
+            ("sink.tls.key_file", &self.tls.key_file),
+        ] {
+            anyhow::ensure!(
+                file.is_empty() || std::path::Path::new(file).is_file(),
+                "config key `{key}` = {file:?}: no such file"
+            );
+        }
+        anyhow::ensure!(
+            self.tls.certificate_file.is_empty() == self.tls.key_file.is_empty(),
+            "config keys `sink.tls.certificate_file` and `sink.tls.key_file` go together"
         );
         for (key, v) in [
             ("sink.index_prefix", self.prefix()),

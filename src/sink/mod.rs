@@ -12,6 +12,7 @@
 //!   `epoch << 40 | offset`;
 //! - [`batch`]: batching by count, bytes and time;
 //! - [`request_builder`]: batch → bulk body;
+//! - [`client`]: the HTTP client of the search nodes (hosts, auth, TLS);
 //! - [`service`]: sends a bulk request (the `elasticsearch` crate);
 //! - [`retry`]: which responses and items retry, block, fail for good, or
 //!   count as done;
@@ -28,6 +29,7 @@
 
 pub mod acks;
 pub mod batch;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod consumer;

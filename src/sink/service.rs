@@ -10,11 +10,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use elasticsearch::auth::Credentials;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::Url;
 use elasticsearch::{BulkParts, Elasticsearch};
 
+use super::client::transport;
 use super::config::SinkConfig;
 use super::retry::{classify_status, BulkResponse, ItemResponse, RequestClass};
 
@@ -79,20 +77,8 @@ pub struct BulkService {
 
 impl BulkService {
     pub fn new(config: &SinkConfig) -> anyhow::Result<Self> {
-        let url = Url::parse(&config.url)
-            .map_err(|e| anyhow::anyhow!("config key `sink.url` = {:?}: {e}", config.url))?;
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        let mut builder =
-            TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(timeout);
-        if !config.username.is_empty() {
-            builder = builder.auth(Credentials::Basic(
-                config.username.clone(),
-                config.password.clone(),
-            ));
-        }
-        let transport = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("building the HTTP client for {}: {e}", config.url))?;
+        let transport = transport(config, timeout)?;
         Ok(Self {
             client: Elasticsearch::new(transport),
             url: config.url.clone(),

@@ -23,12 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A Kafka client configuration for `config`'s cluster.
 pub fn client_config(config: &Config) -> ClientConfig {
-    let mut kafka = ClientConfig::new();
-    kafka.set("bootstrap.servers", &config.kafka.bootstrap_servers);
-    for (k, v) in &config.kafka.properties {
-        kafka.set(k, v);
-    }
-    kafka
+    config.client_config()
 }
 
 /// The topic ids (base64, as Kafka prints them) of the topics that exist;

@@ -52,12 +52,21 @@ pub fn pipeline_config(prefix: &str) -> PipelineConfig {
     }
 }
 
+/// A client configuration for the local stack's plain broker.
+pub fn plain_client() -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", bootstrap());
+    cc
+}
+
 /// Creates the three source topics (as Debezium would, keyed by primary key).
 pub fn create_source_topics(prefix: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("admin client");
+    create_source_topics_with(&plain_client(), prefix, partitions)
+}
+
+/// [`create_source_topics`] on the cluster `base` connects to.
+pub fn create_source_topics_with(base: &ClientConfig, prefix: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = base.create().expect("admin client");
     let names: Vec<String> = Table::ALL.iter().map(|t| topic_of(prefix, *t)).collect();
     let topics: Vec<NewTopic> = names
         .iter()
@@ -76,8 +85,12 @@ pub fn create_source_topics(prefix: &str, partitions: i32) {
 }
 
 pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    producer_with(&plain_client())
+}
+
+/// [`producer`] on the cluster `base` connects to.
+pub fn producer_with(base: &ClientConfig) -> ThreadedProducer<DefaultProducerContext> {
+    base.clone()
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
@@ -114,8 +127,16 @@ pub fn produce(
 /// Broker errors (a topic just created, a leader not yet elected) are
 /// returned, not panicked on: callers poll with [`wait_for`].
 pub fn fold_topic(topic: &str) -> Result<BTreeMap<String, Value>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    fold_topic_with(&plain_client(), topic)
+}
+
+/// [`fold_topic`] on the cluster `base` connects to.
+pub fn fold_topic_with(
+    base: &ClientConfig,
+    topic: &str,
+) -> Result<BTreeMap<String, Value>, String> {
+    let consumer: BaseConsumer = base
+        .clone()
         .set("group.id", unique("fold"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -306,6 +327,17 @@ impl Outbound {
     /// Starts `outbound run` with further environment variables, set after
     /// the defaults so they override them (e.g. `OUTBOUND_SINK__IN_RUN=true`).
     pub fn start_with_env(spec: &RunSpec<'_>, generation: usize, env: &[(&str, &str)]) -> Self {
+        Self::start_with(spec, generation, env, &[])
+    }
+
+    /// [`Outbound::start_with_env`] with further flags, after the defaults
+    /// (a repeated flag's last value wins).
+    pub fn start_with(
+        spec: &RunSpec<'_>,
+        generation: usize,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(spec.log_dir).expect("log dir");
         let log = spec
             .log_dir
@@ -332,6 +364,7 @@ impl Outbound {
             ])
             .arg("--state-dir")
             .arg(spec.state_dir)
+            .args(args)
             .env("OUTBOUND_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
             .env("OUTBOUND_SINK__IN_RUN", "false")
             // Purge the repartition topics often enough for tests to see it.
@@ -406,4 +439,33 @@ impl Drop for Outbound {
             self.kill9();
         }
     }
+}
+
+/// Brings up one of the local stack's optional components (`stack/stack.sh
+/// up NAME`, idempotent) and returns its directory under the stack dir and
+/// the variables of its `credentials.env`.
+pub fn stack_component(name: &str) -> (PathBuf, BTreeMap<String, String>) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stack_dir = std::env::var_os("OUTBOUND_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join(".stack"));
+    let out = Command::new(repo.join("stack/stack.sh"))
+        .args(["up", name])
+        .env("OUTBOUND_STACK_DIR", &stack_dir)
+        .output()
+        .expect("stack/stack.sh runs");
+    assert!(
+        out.status.success(),
+        "stack/stack.sh up {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = stack_dir.join(name);
+    let text = std::fs::read_to_string(dir.join("credentials.env"))
+        .unwrap_or_else(|e| panic!("{name}/credentials.env: {e}"));
+    let vars = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (dir, vars)
 }
