@@ -23,7 +23,8 @@
 //!   OUTBOUND_BENCH_CHANGES=300000 OUTBOUND_BENCH_SKEW=2 scripts/bench-versus.sh
 //!
 //! Other knobs: OUTBOUND_BENCH_LATENCY_SECS (30; 0 skips the latency phase),
-//! OUTBOUND_BENCH_WARMUP_SECS (5), OUTBOUND_BENCH_PLAIN_PERCENT (20: the share
+//! OUTBOUND_BENCH_WARMUP_SECS (10; then on until the system keeps up, 120 s at
+//! most), OUTBOUND_BENCH_PLAIN_PERCENT (20: the share
 //! of backlog records written without the schema wrapper, as a connector with
 //! `schemas.enable=false` writes them), KSTREAMS_JAVA_OPTS (-Xmx1g),
 //! OUTBOUND_TEST_BOOTSTRAP (127.0.0.1:9092), OUTBOUND_BENCH_PROFILE (`cpu` or
@@ -580,7 +581,9 @@ impl Proc {
                 .and_then(|(_, r)| r.rsplit_once(')'))
                 .map_or("?", |(n, _)| n);
             // Number suffixes (rdk:broker3, kafka-producer-network-thread | x) grouped.
-            let name: String = name.trim_end_matches(|c: char| c.is_ascii_digit()).to_owned();
+            let name: String = name
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_owned();
             let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
             let f: Vec<&str> = rest.split_whitespace().collect();
             let t: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
@@ -754,7 +757,10 @@ fn throughput(
     let mismatch = loop {
         proc.check_alive("processing the backlog")?;
         if Instant::now() > deadline {
-            bail!("{}: backlog not processed within {DEADLINE:?}", system.name());
+            bail!(
+                "{}: backlog not processed within {DEADLINE:?}",
+                system.name()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
         let Ok(committed) = group.committed() else {
@@ -795,6 +801,17 @@ fn throughput(
     let cpu_s = proc.cpu_seconds()?;
     let peak_rss_mib = proc.peak_rss_mib()?;
     let threads = proc.thread_cpu()?;
+    if system == System::Outbound {
+        // Where the loop's time goes: commits (flush + EndTxn) against the whole run.
+        let (n, secs) = (
+            scrape_sum("outbound_transaction_commit_seconds_count"),
+            scrape_sum("outbound_transaction_commit_seconds_sum"),
+        );
+        println!(
+            "outbound: {n:.0} transactions, {secs:.2} s committing ({:.1} ms each)",
+            1000.0 * secs / n.max(1.0)
+        );
+    }
     if let Some(p) = profiler {
         p.stop()?;
     }
@@ -896,6 +913,7 @@ fn source_ts_digits(value: &[u8]) -> Option<(usize, usize)> {
 
 struct Latency {
     rate: f64,
+    warmup_s: f64,
     sent: usize,
     samples: usize,
     p50: f64,
@@ -938,17 +956,17 @@ fn latency(
     )?;
     proc.wait_ready(0)?;
     let producer = producer("1")?;
+    let sources = source_topics(&prefix);
+    let group = GroupOffsets::new(&app, &end_offsets(&sources, SOURCE_PARTITIONS)?)?;
+    // Warm-up: at least `warmup` records, and on until the system keeps up
+    // (less than a second of input not yet committed) or for 120 s at most;
+    // past `warmup` it replays the warm-up records. Then `measured` records.
+    let measured = &records[warmup.min(records.len())..];
     let start = Instant::now();
-    let mut latency_from = None;
-    let mut reader: Option<Reader> = None;
-    for (i, r) in records.iter().enumerate() {
-        if i == warmup {
-            // Records stamped from now on are measured.
-            let from = epoch_ms();
-            latency_from = Some(from);
-            reader = Some(Reader::start(output_topics(&app), Some(from))?);
-        }
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
+    let mut sent = 0usize;
+    let mut last_check = Instant::now();
+    let send_one = |r: &SourceRecord, sent: &mut usize| -> anyhow::Result<()> {
+        let due = start + Duration::from_secs_f64(*sent as f64 / rate);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
@@ -967,18 +985,45 @@ fn latency(
             value.as_deref(),
             Some(ts),
         );
+        *sent += 1;
+        Ok(())
+    };
+    let mut warmed = 0usize;
+    loop {
+        let r = &records[warmed % warmup.max(1)];
+        send_one(r, &mut sent)?;
+        warmed += 1;
+        if warmed % 1000 == 0 {
+            proc.check_alive("warming up")?;
+        }
+        if warmed < warmup || last_check.elapsed() < Duration::from_millis(500) {
+            continue;
+        }
+        last_check = Instant::now();
+        let ends = end_offsets(&sources, SOURCE_PARTITIONS)?;
+        let lag: i64 = group
+            .committed()
+            .map(|c| c.iter().zip(&ends).map(|(c, e)| e.2 - c.max(&0)).sum())
+            .unwrap_or(i64::MAX);
+        if (lag as f64) < rate || start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    let warmup_s = start.elapsed().as_secs_f64();
+    // Records stamped from now on are measured.
+    let from = epoch_ms();
+    let reader = Reader::start(output_topics(&app), Some(from))?;
+    let measure_start = Instant::now();
+    let sent_before = sent;
+    for (i, r) in measured.iter().enumerate() {
+        send_one(r, &mut sent)?;
         if i % 1000 == 0 {
             proc.check_alive("processing at a fixed rate")?;
         }
     }
     producer.flush(Duration::from_secs(60))?;
-    let sent_for = start.elapsed();
-    let reader = match reader {
-        Some(r) => r,
-        None => Reader::start(output_topics(&app), latency_from.or(Some(epoch_ms())))?,
-    };
-    let ends = end_offsets(&source_topics(&prefix), SOURCE_PARTITIONS)?;
-    let group = GroupOffsets::new(&app, &ends)?;
+    let sent_for = measure_start.elapsed();
+    let ends = end_offsets(&sources, SOURCE_PARTITIONS)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         proc.check_alive("draining")?;
@@ -1001,8 +1046,9 @@ fn latency(
     let mut lat = reader.finish()?.latencies;
     lat.sort_unstable();
     Ok(Latency {
-        rate: records.len() as f64 / sent_for.as_secs_f64().max(1e-9),
-        sent: records.len(),
+        rate: (sent - sent_before) as f64 / sent_for.as_secs_f64().max(1e-9),
+        sent: sent - sent_before,
+        warmup_s,
         samples: lat.len(),
         p50: percentile(&lat, 0.50),
         p99: percentile(&lat, 0.99),
@@ -1038,7 +1084,7 @@ fn main() -> anyhow::Result<()> {
     let changes: usize = env_num("OUTBOUND_BENCH_CHANGES", 100_000)?;
     let skew: f64 = env_num("OUTBOUND_BENCH_SKEW", 0.0)?;
     let latency_secs: f64 = env_num("OUTBOUND_BENCH_LATENCY_SECS", 30.0)?;
-    let warmup_secs: f64 = env_num("OUTBOUND_BENCH_WARMUP_SECS", 5.0)?;
+    let warmup_secs: f64 = env_num("OUTBOUND_BENCH_WARMUP_SECS", 10.0)?;
     let plain_percent: usize = env_num("OUTBOUND_BENCH_PLAIN_PERCENT", 20)?;
     let cp = build_baseline()?;
     let run = common::unique("versus");
@@ -1111,19 +1157,18 @@ fn main() -> anyhow::Result<()> {
     let (ob, ks) = (&results["outbound"], &results["kstreams"]);
     // Record for record: the two folded output topics, byte for byte.
     let same_bytes = ob.0.fold.latest == ks.0.fold.latest;
-    let byte_diffs = ob
-        .0
-        .fold
-        .latest
-        .iter()
-        .filter(|(k, v)| ks.0.fold.latest.get(*k) != Some(*v))
-        .count()
-        + ks.0
-            .fold
+    let byte_diffs =
+        ob.0.fold
             .latest
-            .keys()
-            .filter(|k| !ob.0.fold.latest.contains_key(*k))
-            .count();
+            .iter()
+            .filter(|(k, v)| ks.0.fold.latest.get(*k) != Some(*v))
+            .count()
+            + ks.0
+                .fold
+                .latest
+                .keys()
+                .filter(|k| !ob.0.fold.latest.contains_key(*k))
+                .count();
 
     let mut lat = BTreeMap::new();
     let rate = 0.5 * ob.0.records_per_s.min(ks.0.records_per_s);
@@ -1131,8 +1176,8 @@ fn main() -> anyhow::Result<()> {
         let n = ((warmup_secs + latency_secs) * rate).ceil() as usize;
         let warmup = (warmup_secs * rate) as usize;
         // Every change renders at least one record: n changes are enough.
-        let mut g = Generator::new(7, &format!("{run}-lat"), (n / 12).max(100) as u64)
-            .with_skew(skew);
+        let mut g =
+            Generator::new(7, &format!("{run}-lat"), (n / 12).max(100) as u64).with_skew(skew);
         for _ in 0..n {
             g.step();
         }
@@ -1140,7 +1185,7 @@ fn main() -> anyhow::Result<()> {
         records.truncate(n);
         for system in [System::Outbound, System::KafkaStreams] {
             println!(
-                "{}: latency at {rate:.0} records/s for {latency_secs} s (+{warmup_secs} s warm-up)…",
+                "{}: latency at {rate:.0} records/s for {latency_secs} s (after a warm-up of {warmup_secs} s or more)…",
                 system.name()
             );
             lat.insert(
@@ -1169,6 +1214,7 @@ fn main() -> anyhow::Result<()> {
             "restore_peak_rss_mib": r.peak_rss_mib,
             "latency": l.map(|l| json!({
                 "rate_records_per_s": l.rate, "sent": l.sent, "samples": l.samples,
+                "warmup_s": l.warmup_s,
                 "p50_ms": l.p50, "p99_ms": l.p99, "p999_ms": l.p999, "max_ms": l.max,
             })),
         })
