@@ -84,7 +84,13 @@ pub fn example() -> String {
                 doc.push_str(&format!(" One of: {}.", key.choices.join(", ")));
             }
             out.push_str(&comment(&doc, 78));
-            out.push_str(&format!("{} = {}\n", key.name(), toml_value(&key.default)));
+            if key.default.is_null() {
+                // Unset by default (derived from other keys at load): a
+                // value here would pin it.
+                out.push_str(&format!("# {} = \"\"\n", key.name()));
+            } else {
+                out.push_str(&format!("{} = {}\n", key.name(), toml_value(&key.default)));
+            }
         }
     }
     out
