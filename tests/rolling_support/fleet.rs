@@ -49,7 +49,10 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(config: Config, partitions: i32, search_url: String, dir: &Path) -> Self {
         let observer = plain_client()
-            .set("group.id", format!("rolling-observer-{}", std::process::id()))
+            .set(
+                "group.id",
+                format!("rolling-observer-{}", std::process::id()),
+            )
             .create()
             .expect("group observer");
         Self {
