@@ -29,6 +29,12 @@ pub struct RunArgs {
     /// `instance_id`: unique per instance, stable across restarts; transactional id = <app_id>-<instance_id> [default: 0]
     #[arg(long)]
     pub instance_id: Option<String>,
+    /// `stream_threads`: stream threads of this instance, each with its own consumer, producer and tasks [default: 1]
+    #[arg(long)]
+    pub stream_threads: Option<usize>,
+    /// `shutdown_deadline_ms`: how long SIGTERM may take before the process exits [default: 30000]
+    #[arg(long)]
+    pub shutdown_deadline_ms: Option<u64>,
     /// `kafka.bootstrap_servers` [default: 127.0.0.1:9092]
     #[arg(long)]
     pub bootstrap_servers: Option<String>,
@@ -80,6 +86,9 @@ pub struct RunArgs {
     /// `state.restore_batch`: changelog records per restore write batch [default: 10000]
     #[arg(long)]
     pub restore_batch: Option<usize>,
+    /// `state.cleanup_delay_ms`: how long the state of a task no longer owned is kept [default: 600000]
+    #[arg(long)]
+    pub state_cleanup_delay_ms: Option<u64>,
     /// `metrics.listen`: address of /metrics, /healthz, /readyz; empty disables [default: 127.0.0.1:9464]
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -106,6 +115,12 @@ impl RunArgs {
         let s = |v: &Option<String>| v.clone().map(Value::from);
         set(None, "app_id", s(&self.app_id));
         set(None, "instance_id", s(&self.instance_id));
+        set(None, "stream_threads", self.stream_threads.map(Value::from));
+        set(
+            None,
+            "shutdown_deadline_ms",
+            self.shutdown_deadline_ms.map(Value::from),
+        );
         set(
             Some("kafka"),
             "bootstrap_servers",
@@ -175,6 +190,11 @@ impl RunArgs {
             "restore_batch",
             self.restore_batch.map(Value::from),
         );
+        set(
+            Some("state"),
+            "cleanup_delay_ms",
+            self.state_cleanup_delay_ms.map(Value::from),
+        );
         set(Some("metrics"), "listen", s(&self.metrics_listen));
         Value::Object(root)
     }
@@ -183,7 +203,9 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &args.overrides())?;
     let pipeline = config.pipeline()?;
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::with_deadline(std::time::Duration::from_millis(
+        config.shutdown_deadline_ms,
+    ));
     shutdown
         .on_signals()
         .context("installing signal handlers")?;
@@ -207,7 +229,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         )?),
         false => None,
     };
-    let result = engine::run(config, pipeline, metrics, shutdown.clone());
+    let result = engine::run(config, pipeline, metrics.clone(), shutdown.clone());
+    if let Err(e) = &result {
+        // Not ready, not live: an orchestrator restarts the process even
+        // while the rest of it (the sink) winds down.
+        metrics.set_ready(false);
+        metrics.liveness.fail("stream", &format!("{e:#}"));
+    }
     shutdown.trigger();
     if let Some(sink) = sink {
         sink.join()
