@@ -160,6 +160,7 @@ pub struct StreamThread {
     pipeline: PipelineConfig,
     consumer: ThreadConsumer,
     producer: Transactions,
+    topics: Topics,
     tasks: TaskManager,
     collector: RecordCollector,
     /// Next offset per input partition, for records processed since the
@@ -243,6 +244,7 @@ impl StreamThread {
             pipeline,
             consumer,
             producer,
+            topics,
             tasks,
             collector: RecordCollector::new(limits),
             positions: HashMap::new(),
@@ -257,15 +259,11 @@ impl StreamThread {
         })
     }
 
-    fn topics(&self) -> &Topics {
-        self.tasks.topics()
-    }
-
     /// Runs until shutdown or a fatal error.
     pub fn run(mut self) -> anyhow::Result<()> {
-        let mut subscriptions: Vec<String> = self.topics().sources.clone();
+        let mut subscriptions: Vec<String> = self.topics.sources.clone();
         for stage in Stage::ALL {
-            subscriptions.push(self.topics().input(stage).to_owned());
+            subscriptions.push(self.topics.input(stage).to_owned());
         }
         let refs: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
         self.consumer.subscribe(&refs).context("subscribing")?;
@@ -416,8 +414,19 @@ impl StreamThread {
                 Some(Ok(m)) => m,
             };
             wait = Duration::ZERO;
+            if !self.events.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                // The poll ran a rebalance callback: the task manager hears
+                // of it first, and this record is read again afterwards.
+                let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                drop(message);
+                if let Err(e) = self.consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+                    warn!(%topic, partition, error = %e, "rewinding a record fetched across a rebalance");
+                }
+                break;
+            }
             process(
                 &self.pipeline,
+                &self.topics,
                 &mut self.tasks,
                 &mut self.collector,
                 &mut self.positions,
@@ -478,7 +487,7 @@ impl StreamThread {
         if !self.generation_current() {
             return self.discard_batch(&[]);
         }
-        let topics = self.topics().clone();
+        let topics = &self.topics;
         let records: Vec<(String, Record)> = self
             .collector
             .drain()
@@ -558,7 +567,7 @@ impl StreamThread {
                     e2e.observe((now_ms - ts).max(0) as f64 / 1000.0);
                 }
                 for ((topic, partition), next) in self.positions.drain() {
-                    if topics.stage_of(&topic).is_some() {
+                    if self.topics.stage_of(&topic).is_some() {
                         self.purger.committed(&topic, partition, next);
                     }
                 }
@@ -659,7 +668,7 @@ impl StreamThread {
     }
 
     fn refresh_limits(&mut self) {
-        let topics = self.topics().clone();
+        let topics = self.topics.clone();
         match topics::describe(
             self.tasks.reader().client(),
             &self.config,
@@ -856,8 +865,10 @@ impl StreamThread {
 }
 
 /// Processes one record into the collector and its task's write buffer.
+#[allow(clippy::too_many_arguments)]
 fn process(
     pipeline: &PipelineConfig,
+    topics: &Topics,
     tasks: &mut TaskManager,
     collector: &mut RecordCollector,
     positions: &mut HashMap<Partition, i64>,
@@ -873,7 +884,6 @@ fn process(
         payload: m.payload(),
         timestamp: m.timestamp().to_millis(),
     };
-    let topics = tasks.topics().clone();
     let stage = topics.stage_of(input.topic);
     collector.begin_record();
     let result = match stage {
@@ -901,7 +911,7 @@ fn process(
             task.buffer.begin_record();
             let mut ctx = ProcessContext {
                 pipeline,
-                topics: &topics,
+                topics,
                 out: collector,
                 metrics,
             };
@@ -920,7 +930,7 @@ fn process(
         None => {
             let mut ctx = ProcessContext {
                 pipeline,
-                topics: &topics,
+                topics,
                 out: collector,
                 metrics,
             };
@@ -933,7 +943,7 @@ fn process(
             collector.rollback_record();
             let mut ctx = ProcessContext {
                 pipeline,
-                topics: &topics,
+                topics,
                 out: collector,
                 metrics,
             };

@@ -191,15 +191,6 @@ impl Transactions {
     }
 
     fn classify(&self, e: KafkaError) -> TxnError {
-        let fenced = |code: RDKafkaErrorCode| {
-            matches!(
-                code,
-                RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-                    | RDKafkaErrorCode::InvalidProducerIdMapping
-                    | RDKafkaErrorCode::Fenced
-            )
-        };
         match &e {
             KafkaError::Transaction(t) if fenced(t.code()) => TxnError::Fenced {
                 open_for: self.open_for(),
@@ -408,12 +399,15 @@ impl Transactions {
     /// Aborts the open transaction (if any) and forgets its delivery reports.
     pub fn abort(&mut self, deadline: Instant) -> Result<(), TxnError> {
         if self.open_since.is_some() {
-            self.producer
-                .abort_transaction(remaining(deadline))
-                .map_err(|e| match self.classify(e) {
+            let result = self.producer.abort_transaction(remaining(deadline));
+            if let Err(e) = result {
+                let e = match self.classify(e) {
                     TxnError::Aborted(r) => TxnError::Fatal(format!("abort failed: {r}")),
                     other => other,
-                })?;
+                };
+                self.open_since = None;
+                return Err(e);
+            }
             self.open_since = None;
         }
         let mut d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
@@ -426,6 +420,18 @@ fn remaining(deadline: Instant) -> Duration {
     deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1))
+}
+
+/// Another producer initialised our transactional id (or the coordinator
+/// bumped our epoch when it timed our transaction out).
+fn fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::Fenced
+    )
 }
 
 /// Errors a retry cannot fix: the record itself, or our rights on the topic.

@@ -199,3 +199,33 @@ impl<'a> Overlay<'a> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: StoreId = StoreId(1);
+
+    #[test]
+    fn a_records_writes_can_be_taken_back_and_the_earlier_ones_stay() {
+        let mut b = WriteBuffer::new();
+        b.begin_record();
+        b.put(S, b"a", b"1");
+        b.put(S, b"b", b"1");
+        let bytes = b.approximate_bytes();
+        b.begin_record();
+        b.put(S, b"a", b"22");
+        b.delete(S, b"b");
+        b.put(S, b"c", b"333");
+        assert_eq!(b.largest_write(), 4);
+        b.rollback_record();
+        assert_eq!(b.lookup(S, b"a"), Some(Some(&b"1"[..])));
+        assert_eq!(b.lookup(S, b"b"), Some(Some(&b"1"[..])));
+        assert_eq!(b.lookup(S, b"c"), None);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.approximate_bytes(), bytes);
+        // Taking back twice changes nothing more.
+        b.rollback_record();
+        assert_eq!(b.len(), 2);
+    }
+}
