@@ -60,8 +60,11 @@ fn order_with_items(
     (oid, item_ids, ship_ids)
 }
 
-/// Records of `topic` from its start, read_committed: (key, value).
-fn read_all(topic: &str) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, String> {
+/// A record's key and value (`None`: a tombstone).
+type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
+/// Records of `topic` from its start, read_committed.
+fn read_all(topic: &str) -> Result<Vec<KeyValue>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("read-all"))
