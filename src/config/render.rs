@@ -162,9 +162,12 @@ mod tests {
         let path = dir.path().join("example.toml");
         std::fs::write(&path, &text).unwrap();
         let loaded = Config::load_from(Some(&path), [], &[]).unwrap();
+        // Loading resolves the index prefix (unset: from the app id).
+        let mut defaults = Config::default();
+        defaults.sink.resolve_index_prefix(&defaults.app_id);
         assert_eq!(
             serde_json::to_value(&loaded.config).unwrap(),
-            serde_json::to_value(Config::default()).unwrap()
+            serde_json::to_value(defaults).unwrap()
         );
         // Every key is in it.
         for key in &catalogue().keys {
