@@ -230,8 +230,37 @@ impl StreamThread {
             resources,
             metrics.clone(),
         )?;
-        let facts = topics::describe(tasks.reader().client(), config, &topics.written())
-            .context("reading the settings of the topics the stream stages write")?;
+        // The brokers may be slow to answer, or not know topics created a
+        // moment ago: retry a while, then go on with the broker's default
+        // limits (read again when a topic refuses a record).
+        let mut facts = None;
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=6 {
+            match topics::describe(tasks.reader().client(), config, &topics.written()) {
+                Ok(f) if f.max_bytes.len() == topics.written().len() => {
+                    facts = Some(f);
+                    break;
+                }
+                Ok(f) => {
+                    warn!(
+                        thread = name,
+                        attempt,
+                        known = f.max_bytes.len(),
+                        "not every topic the stream stages write is described yet; retrying"
+                    );
+                    facts = Some(f);
+                }
+                Err(e) => {
+                    warn!(thread = name, attempt, error = %format!("{e:#}"), "reading the settings of the topics the stream stages write; retrying")
+                }
+            }
+            if shutdown.is_requested() {
+                break;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        let facts = facts.unwrap_or_default();
         let limits = Limits::new(
             &topics,
             |t| facts.max_bytes.get(t).copied(),

@@ -302,6 +302,15 @@ pub fn describe<C: rdkafka::ClientContext>(
         .filter(|n| ids.contains_key(*n))
         .map(|n| ResourceSpecifier::Topic(n))
         .collect();
+    let mut facts = TopicFacts {
+        ids,
+        ..TopicFacts::default()
+    };
+    // Topics just created may not be in the metadata yet; describing no
+    // resource at all is an invalid request.
+    if specs.is_empty() {
+        return Ok(facts);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -312,10 +321,6 @@ pub fn describe<C: rdkafka::ClientContext>(
             &AdminOptions::new().request_timeout(Some(timeout)),
         ))
         .context("describing topic configs")?;
-    let mut facts = TopicFacts {
-        ids,
-        ..TopicFacts::default()
-    };
     for resource in results.into_iter().flatten() {
         let OwnedResourceSpecifier::Topic(name) = &resource.specifier else {
             continue;
