@@ -22,7 +22,9 @@ use anyhow::Context;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tracing::warn;
 
@@ -397,16 +399,38 @@ impl Transactions {
     }
 
     /// Aborts the open transaction (if any) and forgets its delivery reports.
+    ///
+    /// The abort gets a few seconds of its own: the commit that failed may
+    /// have spent the deadline (its records timing out on a slow broker),
+    /// and an abort given 1 ms fails, which would cost a new producer and a
+    /// restore of every task. librdkafka's abort waits for the outstanding
+    /// records, whose delivery reports a `BaseProducer` serves only when
+    /// polled, and is resumable after a timeout: purge them, serve their
+    /// reports, and call it again until it completes or its time is up.
     pub fn abort(&mut self, deadline: Instant) -> Result<(), TxnError> {
         if self.open_since.is_some() {
-            let result = self.producer.abort_transaction(remaining(deadline));
-            if let Err(e) = result {
-                let e = match self.classify(e) {
-                    TxnError::Aborted(r) => TxnError::Fatal(format!("abort failed: {r}")),
-                    other => other,
-                };
-                self.open_since = None;
-                return Err(e);
+            let deadline = deadline.max(Instant::now() + ABORT_AT_LEAST);
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            loop {
+                self.producer.poll(Duration::ZERO);
+                let slice = remaining(deadline).min(Duration::from_millis(500));
+                match self.producer.abort_transaction(slice) {
+                    Ok(()) => break,
+                    Err(KafkaError::Transaction(t))
+                        if t.is_retriable() && !t.is_fatal() && Instant::now() < deadline =>
+                    {
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        let e = match self.classify(e) {
+                            TxnError::Aborted(r) => TxnError::Fatal(format!("abort failed: {r}")),
+                            other => other,
+                        };
+                        self.open_since = None;
+                        return Err(e);
+                    }
+                }
             }
             self.open_since = None;
         }
@@ -415,6 +439,9 @@ impl Transactions {
         Ok(())
     }
 }
+
+/// The least time an abort is given, however late it starts.
+const ABORT_AT_LEAST: Duration = Duration::from_secs(5);
 
 fn remaining(deadline: Instant) -> Duration {
     deadline
