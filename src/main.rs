@@ -24,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the stream stages (rekey → join → details / aggregate) with

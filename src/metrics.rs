@@ -3,7 +3,9 @@
 //! cardinality (stage, partition of a fixed partition count, reason enums).
 //! Every component records into one [`Metrics`]; `/metrics` renders it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 mod http;
 mod kafka;
@@ -34,7 +36,13 @@ pub struct Metrics {
     /// Source change (Debezium `ts_ms`) to output committed.
     pub end_to_end_seconds: HistogramVec,
     pub rebalances: IntCounterVec,
+    /// Stream tasks by stage and state (created, restoring, running, suspended).
     pub tasks: IntGaugeVec,
+    /// Tasks closed, by stage and how (clean: at a commit; dirty: lost or after a failure).
+    pub task_closes: IntCounterVec,
+    /// Records the record collector did not send because a later one to
+    /// the same key superseded them (or summed them), by output.
+    pub records_coalesced: IntCounterVec,
     pub state_keys: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub state_rebuilds: IntCounterVec,
@@ -48,6 +56,19 @@ pub struct Metrics {
     /// Loop heartbeats: `/healthz` and `outbound_loop_heartbeat_timestamp_seconds`.
     pub liveness: Liveness,
     ready_flag: AtomicBool,
+    /// What each stream thread last reported of its tasks.
+    threads: Mutex<BTreeMap<&'static str, ThreadStatus>>,
+}
+
+/// One stream thread's tasks, as it reports them.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadStatus {
+    /// Partitions assigned to the thread.
+    pub assigned: usize,
+    /// Tasks not running, e.g. `join-3 restoring`.
+    pub not_running: Vec<String>,
+    /// (stage, state, count) of its tasks.
+    pub tasks: Vec<(&'static str, &'static str, usize)>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,8 +205,20 @@ impl Metrics {
             tasks: gauge(
                 &registry,
                 "outbound_tasks",
-                "Stream tasks of this instance, by stage and status.",
+                "Stream tasks of this instance, by stage and status (created, restoring, running, suspended).",
                 &["stage", "status"],
+            ),
+            task_closes: counter(
+                &registry,
+                "outbound_task_closes_total",
+                "Stream tasks closed, by stage and how (clean, dirty).",
+                &["stage", "how"],
+            ),
+            records_coalesced: counter(
+                &registry,
+                "outbound_records_coalesced_total",
+                "Records not sent because a later record to the same key superseded or was summed with them, by output.",
+                &["output"],
             ),
             state_keys: gauge(
                 &registry,
@@ -225,6 +258,7 @@ impl Metrics {
             consumer_lag: ConsumerLag::new(&registry),
             liveness: Liveness::new(&registry),
             ready_flag: AtomicBool::new(false),
+            threads: Mutex::new(BTreeMap::new()),
             registry,
         };
         metrics.init_known_series();
@@ -238,6 +272,55 @@ impl Metrics {
 
     pub fn is_ready(&self) -> bool {
         self.ready_flag.load(Ordering::SeqCst)
+    }
+
+    /// A stream thread's tasks: updates `outbound_tasks` and readiness
+    /// (ready when the instance holds partitions and every task runs).
+    pub fn report_thread(&self, thread: &'static str, status: ThreadStatus) {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads.insert(thread, status);
+        let mut totals: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for t in threads.values() {
+            for (stage, state, n) in &t.tasks {
+                *totals.entry((stage, state)).or_insert(0) += n;
+            }
+        }
+        for ((stage, state), n) in totals {
+            self.tasks.with_label_values(&[stage, state]).set(n as i64);
+        }
+        let assigned: usize = threads.values().map(|t| t.assigned).sum();
+        let ready = assigned > 0 && threads.values().all(|t| t.not_running.is_empty());
+        self.set_ready(ready);
+    }
+
+    /// Why the instance is not ready, for `/readyz`.
+    pub fn readiness(&self) -> String {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let assigned: usize = threads.values().map(|t| t.assigned).sum();
+        if assigned == 0 {
+            return "no partition assigned yet".into();
+        }
+        let waiting: Vec<&String> = threads.values().flat_map(|t| &t.not_running).collect();
+        if waiting.is_empty() {
+            let running: usize = threads
+                .values()
+                .flat_map(|t| &t.tasks)
+                .filter(|(_, s, _)| *s == "running")
+                .map(|(_, _, n)| n)
+                .sum();
+            return format!("{assigned} partitions assigned, {running} tasks running");
+        }
+        let shown: Vec<String> = waiting.iter().take(20).map(|s| s.to_string()).collect();
+        format!(
+            "{} tasks not running: {}{}",
+            waiting.len(),
+            shown.join(", "),
+            if waiting.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )
     }
 
     /// The text exposition of every metric.
@@ -404,8 +487,16 @@ impl Metrics {
         for outcome in ["committed", "aborted"] {
             self.transactions.with_label_values(&[outcome]);
         }
-        for kind in ["assign", "revoke"] {
+        for kind in ["assign", "revoke", "lost"] {
             self.rebalances.with_label_values(&[kind]);
+        }
+        for stage in STAGES {
+            for state in ["created", "restoring", "running", "suspended"] {
+                self.tasks.with_label_values(&[stage, state]);
+            }
+            for how in ["clean", "dirty"] {
+                self.task_closes.with_label_values(&[stage, how]);
+            }
         }
         for at in ["output", "sink"] {
             self.end_to_end_seconds.with_label_values(&[at]);
@@ -417,6 +508,7 @@ impl Metrics {
             "undecodable_change_event",
             "unencodable_change",
             "undecodable_internal_record",
+            "record_too_large",
         ] {
             self.dead_letters.with_label_values(&[reason]);
         }

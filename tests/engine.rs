@@ -8,122 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::history::{generate, SourceRecord};
+use common::engine::{Scenario, DEADLINE, PARTITIONS};
+use common::history::SourceRecord;
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
-
-const PARTITIONS: i32 = 4;
-const DEADLINE: Duration = Duration::from_secs(300);
-
-struct Scenario {
-    prefix: String,
-    dir: tempfile::TempDir,
-    history: common::history::History,
-}
-
-impl Scenario {
-    fn new(name: &str, seed: u64, orders: u64, changes: usize) -> Self {
-        let prefix = unique(name);
-        create_source_topics(&prefix, 2);
-        Self {
-            history: generate(seed, &prefix, orders, changes),
-            prefix,
-            // OUTBOUND_TEST_KEEP=1 keeps state directories and logs.
-            dir: tempfile::Builder::new()
-                .prefix(name)
-                .disable_cleanup(std::env::var_os("OUTBOUND_TEST_KEEP").is_some())
-                .tempdir()
-                .expect("tempdir"),
-        }
-    }
-
-    fn spec<'a>(&'a self, instance: &'a str, state: &'a std::path::Path) -> RunSpec<'a> {
-        RunSpec {
-            app_id: &self.prefix,
-            instance,
-            prefix: &self.prefix,
-            state_dir: state,
-            log_dir: self.dir.path(),
-            partitions: PARTITIONS,
-        }
-    }
-
-    fn state(&self, instance: &str) -> std::path::PathBuf {
-        self.dir.path().join(format!("state-{instance}"))
-    }
-
-    fn details_topic(&self) -> String {
-        format!("{}-details", self.prefix)
-    }
-
-    fn rollups_topic(&self) -> String {
-        format!("{}-rollups", self.prefix)
-    }
-
-    /// Waits until the folded outputs equal the pipeline core's result.
-    fn assert_outputs_converge(&self, logs: &[&Outbound]) {
-        let (want_details, want_rollups) = expected(&self.history, &self.prefix);
-        assert!(
-            want_details.len() > 100 && want_rollups.len() > 20,
-            "the history must exercise the join: {} details, {} rollups expected",
-            want_details.len(),
-            want_rollups.len()
-        );
-        wait_for("details to equal the pipeline core", DEADLINE, || {
-            fold_topic(&self.details_topic())
-                .and_then(|got| diff(&want_details, &got))
-                .map_err(|e| {
-                    let tail: String = logs.iter().map(|o| o.log_text()).collect::<String>();
-                    let tail = tail.lines().rev().take(5).collect::<Vec<_>>().join("\n");
-                    format!("{e}\nlast log lines:\n{tail}")
-                })
-        });
-        wait_for("rollups to equal the pipeline core", DEADLINE, || {
-            fold_topic(&self.rollups_topic()).and_then(|got| diff(&want_rollups, &got))
-        });
-    }
-}
-
-/// Deletes the scenario's topics (sources, internal, outputs): a single-node
-/// broker slows down as thousands of test partitions pile up.
-impl Drop for Scenario {
-    fn drop(&mut self) {
-        if std::env::var_os("OUTBOUND_TEST_KEEP").is_some() {
-            return;
-        }
-        let Ok(consumer) = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create::<BaseConsumer>()
-        else {
-            return;
-        };
-        let Ok(md) = consumer.fetch_metadata(None, Duration::from_secs(10)) else {
-            return;
-        };
-        let names: Vec<String> = md
-            .topics()
-            .iter()
-            .map(|t| t.name().to_owned())
-            .filter(|n| n.starts_with(&self.prefix))
-            .collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let Ok(admin) = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create::<AdminClient<DefaultClientContext>>()
-        else {
-            return;
-        };
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            let _ = rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()));
-        }
-    }
-}
 
 fn restored_records(log: &str) -> u64 {
     log.lines()
@@ -211,19 +100,14 @@ fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
     s.assert_outputs_converge(&[&first]);
     first.stop_cleanly();
 
-    // Intact directory: the stores are at the changelog end.
-    let mut second = Outbound::start(&s.spec("a", &state), 1);
-    wait_for("the restarted instance to be running", DEADLINE, || {
-        let log = second.log_text();
-        if log.contains("stream stages running")
-            && !log.contains("restoring\n")
-            && log.matches("task").count() > 0
-        {
-            Ok(())
-        } else {
-            Err("not yet".into())
-        }
-    });
+    // Intact directory: the stores are at the changelog end. Ready means
+    // every assigned task is running, restores done.
+    let mut second = Outbound::start_observed(&s.spec("a", &state), 1, &[]);
+    second.wait_ready(DEADLINE);
+    let running = second
+        .metric("outbound_tasks", &["status=\"running\""])
+        .expect("task metrics");
+    assert_eq!(running, 3.0 * PARTITIONS as f64, "every task running");
     s.assert_outputs_converge(&[&second]);
     second.stop_cleanly();
     let tail = restored_records(&second.log_text());
@@ -255,14 +139,14 @@ fn three_instances_survive_losing_one() {
     let half = s.history.records.len() / 2;
     let (state_a, state_b, state_c) = (s.state("a"), s.state("b"), s.state("c"));
     let a = Outbound::start(&s.spec("a", &state_a), 0);
-    let mut b = Outbound::start(&s.spec("b", &state_b), 0);
+    let mut b = Outbound::start_observed(&s.spec("b", &state_b), 0, &[]);
     let c = Outbound::start(&s.spec("c", &state_c), 0);
     produce(&producer, &s.prefix, &s.history.records[..half]);
-    wait_for("instance b to own tasks", DEADLINE, || {
-        if b.log_text().contains("restor") || b.log_text().contains("task") {
-            Ok(())
-        } else {
-            Err("no tasks yet".into())
+    wait_for("instance b to run tasks", DEADLINE, || {
+        match b.metric("outbound_tasks", &["status=\"running\""]) {
+            Ok(n) if n > 0.0 => Ok(()),
+            Ok(n) => Err(format!("{n} tasks running")),
+            Err(e) => Err(e),
         }
     });
     b.kill9();
@@ -271,4 +155,60 @@ fn three_instances_survive_losing_one() {
     for mut o in [a, c] {
         o.stop_cleanly();
     }
+}
+
+/// Kills the instance (abort, like kill -9) at a commit's hardest moment,
+/// `rounds` times, each time after a few more commits; a last instance must
+/// end with exactly the pipeline core's outputs.
+fn kill_at_failpoint(name: &str, seed: u64, point: &str) {
+    let s = Scenario::new(name, seed, 900, 12_000);
+    let producer = producer();
+    let chunks: Vec<&[SourceRecord]> = s
+        .history
+        .records
+        .chunks(s.history.records.len() / 4 + 1)
+        .collect();
+    let state = s.state("a");
+    for (generation, chunk) in chunks.iter().enumerate() {
+        produce(&producer, &s.prefix, chunk);
+        let at = format!("{point}@{}", 3 + generation * 2);
+        let mut outbound = Outbound::start_with_env(
+            &s.spec("a", &state),
+            generation,
+            &[("OUTBOUND_FAILPOINTS", &at)],
+        );
+        let status = outbound.wait_exit(DEADLINE).unwrap_or_else(|| {
+            panic!(
+                "outbound never reached failpoint {at}; log {}",
+                outbound.log.display()
+            )
+        });
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "aborted at the failpoint: {status}; log:\n{}",
+            outbound.log_tail(20)
+        );
+        assert!(
+            outbound.log_text().contains("failpoint reached"),
+            "{}",
+            outbound.log_tail(20)
+        );
+    }
+    let mut last = Outbound::start(&s.spec("a", &state), 99);
+    s.assert_outputs_converge(&[&last]);
+    last.stop_cleanly();
+}
+
+#[test]
+fn kill_between_flush_and_commit_changes_nothing() {
+    kill_at_failpoint("engine-kill-flush", 41, "commit.after_flush");
+}
+
+#[test]
+fn kill_between_commit_and_apply_changes_nothing() {
+    // The transaction is committed, the stores not updated: the restart
+    // restores the changelog's tail, which holds that transaction.
+    kill_at_failpoint("engine-kill-apply", 43, "commit.before_apply");
 }

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 /// The first byte of every encoded record.
 /// 2: decimals as mantissa and scale; join state as one record per order.
-pub const FORMAT_VERSION: u8 = 2;
+/// 3: versions are binlog positions ([`crate::model::Version`]); join state
+/// as one record per row.
+pub const FORMAT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

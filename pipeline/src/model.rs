@@ -193,9 +193,106 @@ pub struct Sourced<T> {
     pub db: String,
     /// `source.ts_ms` of the row's last change.
     pub ts_ms: i64,
-    /// The source record offset of the row's last change (see
-    /// [`crate::rekey::rekey`]): orders a row's changes as they were delivered.
-    pub version: i64,
+    /// Where the row's last change sits in its database's log (see
+    /// [`Version`]): orders a row's changes as the database made them.
+    pub version: Version,
+}
+
+/// The version of a change: its position in the source database's binary
+/// log, which orders every change of one MySQL/MariaDB server.
+///
+/// Why the binlog position and not the change record's Kafka offset (which
+/// earlier builds used): an offset restarts when a source topic is deleted
+/// and created again, differs between the partitions of one topic (a
+/// `TRUNCATE` lands on one partition while the rows inserted after it land on
+/// others, by key), and changes meaning when partitions are added. The
+/// position Debezium puts in `source` — binlog file, `pos` (the position of
+/// the change's event in that file) and `row` (the row within the event) — is
+/// the server's own order of its changes: it survives all three, and a new
+/// snapshot of the tables (a connector set up again) is read at the current
+/// position, so it is newer than everything streamed before it. GTIDs were
+/// considered too: they name a transaction, not an event or a row within it,
+/// so they need the position anyway.
+///
+/// Within one position, snapshot reads (`source.snapshot` set and not
+/// `false`) come before streamed changes: a snapshot is taken at the position
+/// from which streaming then starts. A source without a binlog position (not
+/// a MySQL/MariaDB connector) falls back to the record's Kafka offset, which
+/// orders the changes of one partition as delivered.
+///
+/// Versions are compared only between changes of one row (the details stage
+/// keeps the newest change per item), and one row's changes all come from
+/// one server. The limit: a server whose binlog numbering starts again
+/// (`RESET MASTER`, or a new primary with its own binlog) makes new changes
+/// look older; reset the app (topics and state) after such a switch.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Version {
+    /// The binlog file's sequence number (`mysql-bin.000042` → 42); 0 for a
+    /// version taken from a Kafka offset.
+    pub file: u64,
+    /// The event's position in the binlog file, or the Kafka offset.
+    pub pos: u64,
+    /// 0 for a snapshot read, 1 for a streamed change.
+    pub phase: u8,
+    /// The row within the binlog event.
+    pub row: u32,
+}
+
+impl Version {
+    /// The version of a change record without a binlog position: its offset.
+    pub fn from_offset(offset: i64) -> Self {
+        Version {
+            file: 0,
+            pos: offset.max(0) as u64,
+            phase: 1,
+            row: 0,
+        }
+    }
+
+    /// The version of a change from its `source` block, or from its record's
+    /// Kafka `offset` when the block has no binlog position.
+    pub fn of_change(source: &SourceMeta, offset: i64) -> Self {
+        let (Some(file), Some(pos)) = (source.file.as_deref(), source.pos) else {
+            return Version::from_offset(offset);
+        };
+        let snapshot = source
+            .snapshot
+            .as_deref()
+            .is_some_and(|s| !s.is_empty() && s != "false");
+        Version {
+            file: binlog_sequence(file),
+            pos,
+            phase: if snapshot { 0 } else { 1 },
+            row: source.row.map_or(0, |r| r.clamp(0, u32::MAX as i64) as u32),
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.file {
+            0 => write!(f, "offset {}", self.pos),
+            n => write!(
+                f,
+                "binlog {n}:{}:{}{}",
+                self.pos,
+                self.row,
+                if self.phase == 0 { " (snapshot)" } else { "" }
+            ),
+        }
+    }
+}
+
+/// The sequence number of a binlog file name (`mysql-bin.000042` → 42): the
+/// digits after its last dot. Binlog files are numbered in the order the
+/// server writes them. A name without one counts as file 1.
+fn binlog_sequence(file: &str) -> u64 {
+    file.rsplit_once('.')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Where a change came from: Debezium's `source` block.
@@ -289,6 +386,34 @@ mod tests {
             "2024-05-01T10:00:00.000000Z"
         );
         assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn versions_follow_the_binlog_then_fall_back_to_offsets() {
+        let at = |file: &str, pos, row, snapshot: Option<&str>| SourceMeta {
+            file: Some(file.into()),
+            pos: Some(pos),
+            row: Some(row),
+            snapshot: snapshot.map(str::to_owned),
+            ..SourceMeta::default()
+        };
+        let v = |s: &SourceMeta| Version::of_change(s, 7);
+        // Later files, positions and rows are newer, whatever the offsets.
+        assert!(v(&at("mysql-bin.000002", 4, 0, None)) > v(&at("mysql-bin.000001", 900, 3, None)));
+        assert!(
+            v(&at("mysql-bin.000001", 901, 0, None)) > v(&at("mysql-bin.000001", 900, 3, None))
+        );
+        assert!(
+            v(&at("mysql-bin.000001", 900, 4, None)) > v(&at("mysql-bin.000001", 900, 3, None))
+        );
+        // At one position a snapshot read is older than a streamed change.
+        assert!(v(&at("b.9", 50, 0, Some("true"))) < v(&at("b.9", 50, 0, Some("false"))));
+        assert!(v(&at("b.9", 50, 0, Some("last"))) < v(&at("b.9", 50, 0, None)));
+        // No position: the offset.
+        assert_eq!(v(&SourceMeta::default()), Version::from_offset(7));
+        assert!(Version::from_offset(8) > Version::from_offset(7));
+        assert_eq!(binlog_sequence("mariadb-bin.000123"), 123);
+        assert_eq!(binlog_sequence("weird"), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChangeEvent, Op, Row, SourceTable};
+use crate::model::{ChangeEvent, Op, Row, SourceTable, Version};
 
 /// Where a keyed record goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -50,8 +50,8 @@ pub enum KeyedChange {
         db: String,
         /// `source.ts_ms` of the change.
         ts_ms: i64,
-        /// The source record's offset (see [`rekey`]).
-        version: i64,
+        /// Where the change sits in its database's log (see [`rekey`]).
+        version: Version,
     },
     /// Remove a row from the order it belonged to.
     Delete {
@@ -60,13 +60,13 @@ pub enum KeyedChange {
         /// The order the row is removed from; `None` for an orphan item.
         order_id: Option<String>,
         id: String,
-        version: i64,
+        version: Version,
     },
     /// Remove every row of the table coming from this database.
     Truncate {
         table: SourceTable,
         db: String,
-        version: i64,
+        version: Version,
     },
 }
 
@@ -91,14 +91,14 @@ fn route_of(row: &Row, db: &str) -> Option<Route> {
 
 /// The keyed records for one change event, in the order they must be applied.
 ///
-/// `version` is the offset of the source record in its topic partition. A
-/// row's changes all travel in one source partition (Debezium keys them by
-/// primary key), so the offset orders them as delivered, replays included
-/// (a replayed event is a new record with a higher offset). Detail documents
-/// carry it so that, when an item moves between orders (two join partitions),
-/// the stale partition's output loses against the new one's (see
-/// [`crate::resolve`]).
-pub fn rekey(event: &ChangeEvent, version: i64) -> Vec<(Route, KeyedChange)> {
+/// Every keyed record carries the change's [`Version`]: its binlog position
+/// from the event's `source` block, or `offset` (the source record's Kafka
+/// offset) for a source without one. Detail documents carry it so that, when
+/// an item moves between orders (two join partitions), the stale partition's
+/// output loses against the new one's (see [`crate::resolve`]); a replayed
+/// event carries the version it had the first time.
+pub fn rekey(event: &ChangeEvent, offset: i64) -> Vec<(Route, KeyedChange)> {
+    let version = Version::of_change(&event.source, offset);
     let db = &event.source.db;
     let delete = |row: &Row| {
         route_of(row, db).map(|route| {

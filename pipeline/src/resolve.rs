@@ -14,11 +14,13 @@
 //!
 //! State layout: `D` + doc id → (version, present) ([`crate::codec`]).
 //!
-//! For a sink that indexes join output directly instead, [`es_version`] maps
-//! the same rule onto Elasticsearch's `external_gte` versioning.
+//! The rule is a maximum: a change is accepted when (version, is upsert) is
+//! at least the stored (version, present), so the outcome of a sequence of
+//! changes to one id is its greatest change, whatever the order they come in.
 
 use crate::codec;
 use crate::join::DetailChange;
+use crate::model::Version;
 use crate::store::{StateStore, StoreError};
 
 fn state_key(id: &str) -> Vec<u8> {
@@ -34,7 +36,7 @@ pub fn apply<S: StateStore + ?Sized>(
     change: &DetailChange,
 ) -> Result<Option<DetailChange>, StoreError> {
     let key = state_key(change.id());
-    let last: Option<(i64, bool)> = match store.get(&key)? {
+    let last: Option<(Version, bool)> = match store.get(&key)? {
         Some(v) => Some(codec::decode(&v).map_err(|source| StoreError::Corrupt {
             key: key.clone(),
             source,
@@ -57,14 +59,4 @@ pub fn apply<S: StateStore + ?Sized>(
         &codec::encode(&(change.version(), is_upsert)).map_err(StoreError::Encode)?,
     )?;
     Ok((is_upsert || was_present).then(|| change.clone()))
-}
-
-/// An Elasticsearch external version implementing the same rule:
-/// `2 × version + 1` for an upsert, `2 × version` for a delete.
-pub fn es_version(change: &DetailChange) -> i64 {
-    let base = change.version().saturating_mul(2);
-    match change {
-        DetailChange::Upsert { .. } => base.saturating_add(1),
-        DetailChange::Delete { .. } => base,
-    }
 }

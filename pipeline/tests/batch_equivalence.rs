@@ -22,7 +22,7 @@ use outbound_pipeline::codec;
 use outbound_pipeline::docs::{item_doc, rollup_doc, OrderItemDoc, RollupDoc};
 use outbound_pipeline::join::{self, DetailChange};
 use outbound_pipeline::model::{
-    compare_ids, normalize_id, Order, OrderItem, Shipment, Sourced, Timestamp,
+    compare_ids, normalize_id, Order, OrderItem, Shipment, Sourced, Timestamp, Version,
 };
 use outbound_pipeline::rekey::{rekey, KeyedChange, Route};
 use outbound_pipeline::rollup::{Measures, RollupDelta, RollupKey, RollupName};
@@ -458,7 +458,7 @@ fn order_row(id: u8, r: &SimRow) -> Sourced<Order> {
         },
         db: "orders".into(),
         ts_ms: r.ts_ms,
-        version: 0,
+        version: Version::default(),
     }
 }
 
@@ -482,7 +482,7 @@ fn item_row(stream: Stream, id: u8, r: &SimRow) -> Sourced<OrderItem> {
         },
         db: stream.db().into(),
         ts_ms: r.ts_ms,
-        version: 0,
+        version: Version::default(),
     }
 }
 
@@ -501,7 +501,7 @@ fn shipment_row(id: u8, r: &SimRow) -> Sourced<Shipment> {
         },
         db: "logistics".into(),
         ts_ms: r.ts_ms,
-        version: 0,
+        version: Version::default(),
     }
 }
 
@@ -839,6 +839,12 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         .map(|(s, _)| join::stored_rows(s).expect("join state reads"))
         .sum();
     prop_assert_eq!(stored, joinable, "rows in join state");
+    // ... and its indexes and rollup counts are exactly what those rows give.
+    for (store, _) in &mut stages.join {
+        if let Err(e) = join::verify_state(&config, store) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use outbound_pipeline::decode::{decode_change, DecodeError, Decoder};
 use outbound_pipeline::model::{
-    ChangeEvent, Op, Order, OrderItem, Row, Shipment, SourceTable, Timestamp,
+    ChangeEvent, Op, Order, OrderItem, Row, Shipment, SourceTable, Timestamp, Version,
 };
 use outbound_pipeline::rekey::{rekey, KeyedChange, Route};
 use outbound_pipeline::values::{Money, Parsed};
@@ -120,11 +120,16 @@ fn update_moving_order_with_precise_decimal_zoned_and_date() {
         "removed from the old order, added to the new one"
     );
     assert_eq!(keyed[0].0, Route::Order("ORD-2".into()));
-    assert!(matches!(&keyed[0].1, KeyedChange::Delete { id, version: 9, .. } if id == "2"));
+    // Both carry the change's binlog position, not the record's offset.
+    let at = Version::of_change(&e.source, 9);
+    assert_eq!(at.pos, e.source.pos.unwrap());
+    assert!(
+        matches!(&keyed[0].1, KeyedChange::Delete { id, version, .. } if id == "2" && *version == at)
+    );
     assert_eq!(keyed[1].0, Route::Order("ORD-3".into()));
     assert!(matches!(
         &keyed[1].1,
-        KeyedChange::Upsert { version: 9, .. }
+        KeyedChange::Upsert { version, .. } if *version == at
     ));
 }
 
@@ -169,7 +174,12 @@ fn delete_and_its_tombstone() {
                 db: "wms".into(),
                 order_id: Some("ORD-1".into()),
                 id: "11".into(),
-                version: 3,
+                version: Version {
+                    file: 2,
+                    pos: 1990,
+                    phase: 1,
+                    row: 0
+                },
             }
         )]
     );
@@ -199,7 +209,12 @@ fn truncate_removes_the_table() {
             KeyedChange::Truncate {
                 table: SourceTable::Items,
                 db: "wms".into(),
-                version: 1,
+                version: Version {
+                    file: 2,
+                    pos: 2400,
+                    phase: 1,
+                    row: 0
+                },
             }
         )]
     );

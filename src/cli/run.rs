@@ -19,7 +19,9 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?.config;
     let pipeline = config.pipeline()?;
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::with_deadline(std::time::Duration::from_millis(
+        config.shutdown_deadline_ms,
+    ));
     shutdown
         .on_signals()
         .context("installing signal handlers")?;
@@ -43,7 +45,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         )?),
         false => None,
     };
-    let result = engine::run(config, pipeline, metrics, shutdown.clone());
+    let result = engine::run(config, pipeline, metrics.clone(), shutdown.clone());
+    if let Err(e) = &result {
+        // Not ready, not live: an orchestrator restarts the process even
+        // while the rest of it (the sink) winds down.
+        metrics.set_ready(false);
+        metrics.liveness.fail("stream", &format!("{e:#}"));
+    }
     shutdown.trigger();
     if let Some(sink) = sink {
         sink.join()

@@ -37,6 +37,14 @@ pub struct Config {
     /// id is `<app_id>-<instance_id>`, so a restarted instance fences its
     /// previous incarnation.
     pub instance_id: String,
+    /// Stream threads of this instance, each with its own consumer,
+    /// transactional producer (`<app_id>-<instance_id>-<n>` when more than
+    /// one) and share of the tasks, as Kafka Streams' `num.stream.threads`.
+    pub stream_threads: usize,
+    /// How long SIGTERM may take, in ms: the stream stages commit if they
+    /// can within it, else abort (the stores are at a committed point), and
+    /// the process exits when it has passed whatever is still running.
+    pub shutdown_deadline_ms: u64,
     /// Kafka brokers, security, topics and transactions.
     pub kafka: KafkaConfig,
     /// The Debezium source topics and the pipeline's business settings.
@@ -83,6 +91,10 @@ pub struct StateConfig {
     pub write_buffer_mb: usize,
     /// Records applied per write batch while restoring from a changelog.
     pub restore_batch: usize,
+    /// How long the directory of a task this instance no longer owns is
+    /// kept, in ms (for the task coming back soon: it then restores only its
+    /// changelog's tail), as Kafka Streams' `state.cleanup.delay.ms`.
+    pub cleanup_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -97,6 +109,8 @@ impl Default for Config {
         Self {
             app_id: "outbound".into(),
             instance_id: "0".into(),
+            stream_threads: 1,
+            shutdown_deadline_ms: 30_000,
             kafka: KafkaConfig::default(),
             source: SourceConfig::default(),
             state: StateConfig::default(),
@@ -127,6 +141,7 @@ impl Default for StateConfig {
             block_cache_mb: 128,
             write_buffer_mb: 64,
             restore_batch: 10_000,
+            cleanup_delay_ms: 600_000,
         }
     }
 }
@@ -211,6 +226,16 @@ impl Config {
         anyhow::ensure!(
             self.kafka.commit_interval_ms > 0,
             "config key `kafka.commit_interval_ms` must be positive"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.stream_threads),
+            "config key `stream_threads` = {}: must be between 1 and 64",
+            self.stream_threads
+        );
+        anyhow::ensure!(
+            self.shutdown_deadline_ms >= 1000,
+            "config key `shutdown_deadline_ms` = {}: must be at least 1000",
+            self.shutdown_deadline_ms
         );
         anyhow::ensure!(
             self.state.restore_batch > 0,

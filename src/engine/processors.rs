@@ -1,110 +1,123 @@
 //! What each stage does with one record: the glue between Kafka records and
-//! the pipeline's pure steps. Records that cannot be decoded go to the
-//! dead-letter topic, in the same transaction, with the reason and their
-//! source position; processing continues.
+//! the pipeline's pure steps, named in the topology table
+//! ([`super::topology`]). Processors write into the record collector; a record
+//! that cannot be decoded goes to the dead-letter topic, in the same
+//! transaction, with the reason and its source position, and processing
+//! continues.
 
 use outbound_pipeline::config::PipelineConfig;
 use outbound_pipeline::join::DetailChange;
 use outbound_pipeline::model::{ChangeEvent, Op};
 use outbound_pipeline::rekey::KeyedChange;
 use outbound_pipeline::rollup::RollupDelta;
-use outbound_pipeline::store::StoreError;
+use outbound_pipeline::store::{StateStore, StoreError};
 use outbound_pipeline::{aggregate, codec, decode, join, rekey as rekey_step, resolve};
-use rdkafka::message::{BorrowedMessage, OwnedHeaders};
-use rdkafka::Message;
 
 use super::partitioner::partition_for;
-use super::task::StreamTask;
-use super::topology::{Stage, Topics};
-use super::transaction::{dead_letter_headers, source_headers, Transactions, TxnError};
+use super::record_collector::{Record, RecordCollector, TooLarge};
+use super::topics::Topics;
+use super::topology::Output;
 use crate::metrics::Metrics;
 
-/// Where a stage's records go: the open transaction.
-pub struct Output<'a> {
-    pub txn: &'a mut Transactions,
+/// One consumed record, as the processors see it.
+pub struct Input<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub timestamp: Option<i64>,
+}
+
+/// What a processor writes to and reads settings from.
+pub struct Context<'a> {
+    pub pipeline: &'a PipelineConfig,
     pub topics: &'a Topics,
+    pub out: &'a mut RecordCollector,
     pub metrics: &'a Metrics,
-    /// Source timestamps of final outputs in the open transaction, observed
-    /// as end-to-end latency once it commits.
-    pub source_times: &'a mut Vec<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    /// The record cannot be processed, now or ever (one of its outputs is
+    /// too large for its topic): it goes to the dead-letter topic instead,
+    /// and everything it did is taken back.
     #[error(transparent)]
-    Txn(#[from] TxnError),
+    TooLarge(#[from] TooLarge),
+    /// The task's state failed: not the record's fault.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl Output<'_> {
-    fn send(
-        &mut self,
-        output: &'static str,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        ts: Option<i64>,
-    ) -> Result<(), TxnError> {
-        self.send_with(output, topic, partition, key, value, ts, None)
-    }
+/// The stateless source processor.
+pub type SourceProcessor = fn(&mut Context<'_>, &Input<'_>) -> Result<(), ProcessError>;
+/// A stateful stage's processor, over its task's state.
+pub type StageProcessor =
+    fn(&mut Context<'_>, &mut dyn StateStore, &Input<'_>) -> Result<(), ProcessError>;
 
-    #[allow(clippy::too_many_arguments)]
-    fn send_with(
-        &mut self,
-        output: &'static str,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        ts: Option<i64>,
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), TxnError> {
-        self.txn.send(topic, partition, key, value, ts, headers)?;
-        self.metrics.records_out.with_label_values(&[output]).inc();
-        Ok(())
+/// Headers of a dead-letter record: why it failed and where it came from.
+/// The dead-letter topic keeps append times (retention counts from the
+/// failure); the record's own timestamp goes in `outbound.source.timestamp`.
+pub fn dead_letter_headers(reason: &str, input: &Input<'_>) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        ("outbound.error", reason.to_owned()),
+        ("outbound.source.topic", input.topic.to_owned()),
+        ("outbound.source.partition", input.partition.to_string()),
+        ("outbound.source.offset", input.offset.to_string()),
+    ];
+    if let Some(ts) = input.timestamp {
+        h.push(("outbound.source.timestamp", ts.to_string()));
     }
+    h
+}
 
+impl Context<'_> {
     /// Sends the record as it came to the dead-letter topic, with why and
-    /// where from in its headers.
-    fn dead_letter(
-        &mut self,
-        m: &BorrowedMessage<'_>,
-        reason: &'static str,
-        detail: &str,
-    ) -> Result<(), TxnError> {
+    /// where from in its headers. A record too large for even the
+    /// dead-letter topic goes without its value (the headers say where it is).
+    pub fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str) {
         tracing::warn!(
-            topic = m.topic(),
-            partition = m.partition(),
-            offset = m.offset(),
+            topic = input.topic,
+            partition = input.partition,
+            offset = input.offset,
             reason,
             detail,
             "record sent to the dead-letter topic"
         );
-        let headers = dead_letter_headers(
-            detail,
-            m.topic(),
-            m.partition(),
-            m.offset(),
-            m.timestamp().to_millis(),
-        );
-        let key = m.key().unwrap_or_default();
-        let partition = partition_for(key, self.topics.partitions);
-        // Beyond the topic's limit the record could never be written (and its
-        // partition would stall on it): keep the headers, which say where it is.
-        let payload = m.payload().filter(|p| p.len() <= MAX_DEAD_LETTER_BYTES);
-        self.txn.send(
-            &self.topics.dead_letter,
-            partition,
+        let key = input.key.unwrap_or_default().to_vec();
+        let mut headers = dead_letter_headers(detail, input);
+        let mut value = input.payload.map(<[u8]>::to_vec);
+        let size = key.len() + value.as_ref().map_or(0, Vec::len) + 1024 + detail.len();
+        if size > self.out.limits().dead_letter() {
+            headers.push((
+                "outbound.payload.omitted",
+                format!(
+                    "{} bytes: larger than the dead-letter topic takes",
+                    value.as_ref().map_or(0, Vec::len)
+                ),
+            ));
+            value = None;
+        }
+        let record = Record {
+            output: Output::DeadLetter,
+            partition: partition_for(&key, self.topics.partitions),
             key,
-            payload,
-            m.timestamp().to_millis(),
-            Some(headers),
-        )?;
+            value,
+            timestamp: input.timestamp,
+            headers,
+        };
+        if let Err(e) = self.out.send(record) {
+            // Only a huge key or reason could get here: keep the position.
+            tracing::error!(error = %e, topic = input.topic, partition = input.partition, offset = input.offset, "the dead letter itself is too large; only the log keeps it");
+        }
         self.metrics.dead_letters.with_label_values(&[reason]).inc();
-        self.metrics.records_out.with_label_values(&["dlq"]).inc();
-        Ok(())
+    }
+
+    fn count_in(&self, stage: &str, input: &Input<'_>) {
+        self.metrics
+            .records_in
+            .with_label_values(&[stage, &input.partition.to_string()])
+            .inc();
     }
 }
 
@@ -115,8 +128,9 @@ impl Output<'_> {
 pub const MAX_SOURCE_RECORD_BYTES: usize = 1 << 20;
 
 /// The dead-letter topic keeps records up to this size whole (its
-/// `max.message.bytes` leaves room for the headers); of a bigger one only the
-/// headers are kept, naming where it still is.
+/// `max.message.bytes`, [`super::topics::DEAD_LETTER_MAX_BYTES`], leaves room
+/// for the headers); of a bigger one only the headers are kept, naming where
+/// it still is.
 pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
 
 /// Why a source record is refused before decoding, if it is: no change
@@ -147,78 +161,83 @@ pub fn keyless_row_change(
     })
 }
 
-fn count_in(out: &Output<'_>, stage: &str, m: &BorrowedMessage<'_>) {
-    out.metrics
-        .records_in
-        .with_label_values(&[stage, &m.partition().to_string()])
-        .inc();
+/// Headers naming a rekey record's source position: `outbound.source.topic`,
+/// `outbound.source.partition`, `outbound.source.offset` (lineage, and the
+/// chaos test's exactly-once audit: every source record reflected exactly
+/// once in the committed rekey output).
+pub fn source_headers(input: &Input<'_>) -> Vec<(&'static str, String)> {
+    vec![
+        ("outbound.source.topic", input.topic.to_owned()),
+        ("outbound.source.partition", input.partition.to_string()),
+        ("outbound.source.offset", input.offset.to_string()),
+    ]
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(value).map_err(StoreError::Encode)
 }
 
 /// Source topics: decode the Debezium event and route its keyed changes to
 /// the join partitions of their orders.
-pub fn rekey(
-    pipeline: &PipelineConfig,
-    out: &mut Output<'_>,
-    m: &BorrowedMessage<'_>,
-) -> Result<(), ProcessError> {
-    count_in(out, "rekey", m);
-    let timer = out
+pub fn rekey(ctx: &mut Context<'_>, input: &Input<'_>) -> Result<(), ProcessError> {
+    ctx.count_in("rekey", input);
+    let timer = ctx
         .metrics
         .processing_seconds
         .with_label_values(&["rekey"])
         .start_timer();
-    if let Some((reason, detail)) = oversized_source_record(m.payload()) {
-        return Ok(out.dead_letter(m, reason, &detail)?);
+    if let Some((reason, detail)) = oversized_source_record(input.payload) {
+        ctx.dead_letter(input, reason, &detail);
+        return Ok(());
     }
-    let event = match decode::decode_change(pipeline, m.topic(), m.key(), m.payload()) {
+    let event = match decode::decode_change(ctx.pipeline, input.topic, input.key, input.payload) {
         Ok(Some(event)) => event,
         Ok(None) => {
-            out.metrics.skipped.with_label_values(&["tombstone"]).inc();
+            ctx.metrics.skipped.with_label_values(&["tombstone"]).inc();
             return Ok(());
         }
-        Err(e) => return Ok(out.dead_letter(m, "undecodable_change_event", &e.to_string())?),
+        Err(e) => {
+            ctx.dead_letter(input, "undecodable_change_event", &e.to_string());
+            return Ok(());
+        }
     };
-    if let Some((reason, detail)) = keyless_row_change(m.key(), &event) {
-        return Ok(out.dead_letter(m, reason, &detail)?);
+    if let Some((reason, detail)) = keyless_row_change(input.key, &event) {
+        ctx.dead_letter(input, reason, &detail);
+        return Ok(());
     }
     let ts = Some(event.source.ts_ms)
         .filter(|t| *t > 0)
-        .or(m.timestamp().to_millis());
-    let partitions = out.topics.partitions;
-    let rekey_topic = out.topics.rekey.clone();
-    // Where each rekey record came from, for lineage and the exactly-once
-    // audit (every source record reflected exactly once in the committed
-    // rekey output; tests/chaos.rs).
-    let lineage = source_headers(m.topic(), m.partition(), m.offset());
-    for (route, change) in rekey_step::rekey(&event, m.offset()) {
+        .or(input.timestamp);
+    let partitions = ctx.topics.partitions;
+    let lineage = source_headers(input);
+    for (route, change) in rekey_step::rekey(&event, input.offset) {
         let bytes = match codec::encode(&change) {
             Ok(b) => b,
-            Err(e) => return Ok(out.dead_letter(m, "unencodable_change", &e.to_string())?),
+            Err(e) => {
+                ctx.dead_letter(input, "unencodable_change", &e.to_string());
+                return Ok(());
+            }
         };
         match route.partition_key() {
-            Some(key) => {
-                out.send_with(
-                    "rekey",
-                    &rekey_topic,
-                    partition_for(&key, partitions),
-                    &key,
-                    Some(&bytes),
-                    ts,
-                    Some(lineage.clone()),
-                )?;
-            }
+            Some(key) => ctx.out.send(Record {
+                output: Output::Rekey,
+                partition: partition_for(&key, partitions),
+                key,
+                value: Some(bytes),
+                timestamp: ts,
+                headers: lineage.clone(),
+            })?,
             // A truncate reaches every join partition.
             None => {
                 for p in 0..partitions {
-                    out.send_with(
-                        "rekey",
-                        &rekey_topic,
-                        p,
-                        b"",
-                        Some(&bytes),
-                        ts,
-                        Some(lineage.clone()),
-                    )?;
+                    ctx.out.send(Record {
+                        output: Output::Rekey,
+                        partition: p,
+                        key: Vec::new(),
+                        value: Some(bytes.clone()),
+                        timestamp: ts,
+                        headers: lineage.clone(),
+                    })?;
                 }
             }
         }
@@ -227,149 +246,145 @@ pub fn rekey(
     Ok(())
 }
 
-/// The stateful stages: decode the internal record and apply it to the task.
-pub fn stateful(
-    pipeline: &PipelineConfig,
-    task: &mut StreamTask,
-    out: &mut Output<'_>,
-    m: &BorrowedMessage<'_>,
-) -> Result<(), ProcessError> {
-    let stage = task.stage;
-    count_in(out, stage.name(), m);
-    let timer = out
-        .metrics
-        .processing_seconds
-        .with_label_values(&[stage.name()])
-        .start_timer();
-    let Some(payload) = m.payload() else {
-        out.metrics.skipped.with_label_values(&["tombstone"]).inc();
-        return Ok(());
+/// Decodes an internal record, or dead-letters it.
+fn internal<T: serde::de::DeserializeOwned>(
+    ctx: &mut Context<'_>,
+    stage: &'static str,
+    input: &Input<'_>,
+) -> Option<T> {
+    ctx.count_in(stage, input);
+    let Some(payload) = input.payload else {
+        ctx.metrics.skipped.with_label_values(&["tombstone"]).inc();
+        return None;
     };
-    let ts = m.timestamp().to_millis();
-    let result = match stage {
-        Stage::Join => match codec::decode::<KeyedChange>(payload) {
-            Ok(change) => join_record(pipeline, task, out, &change, ts),
-            Err(e) => {
-                return Ok(out.dead_letter(m, "undecodable_internal_record", &e.to_string())?)
-            }
-        },
-        Stage::Details => match codec::decode::<DetailChange>(payload) {
-            Ok(change) => details_record(task, out, &change, ts),
-            Err(e) => {
-                return Ok(out.dead_letter(m, "undecodable_internal_record", &e.to_string())?)
-            }
-        },
-        Stage::Aggregate => match codec::decode::<RollupDelta>(payload) {
-            Ok(delta) => aggregate_record(task, out, &delta, ts),
-            Err(e) => {
-                return Ok(out.dead_letter(m, "undecodable_internal_record", &e.to_string())?)
-            }
-        },
-    };
-    timer.observe_duration();
-    result
+    match codec::decode::<T>(payload) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.dead_letter(input, "undecodable_internal_record", &e.to_string());
+            None
+        }
+    }
 }
 
-fn join_record(
-    pipeline: &PipelineConfig,
-    task: &mut StreamTask,
-    out: &mut Output<'_>,
-    change: &KeyedChange,
-    ts: Option<i64>,
+/// The join stage: an order's rows → detail changes and rollup deltas.
+pub fn join(
+    ctx: &mut Context<'_>,
+    state: &mut dyn StateStore,
+    input: &Input<'_>,
 ) -> Result<(), ProcessError> {
-    let output = join::apply(pipeline, &mut task.state()?, change)?;
-    let partitions = out.topics.partitions;
-    let (detail_topic, delta_topic) = (
-        out.topics.detail_changes.clone(),
-        out.topics.rollup_deltas.clone(),
-    );
+    let Some(change) = internal::<KeyedChange>(ctx, "join", input) else {
+        return Ok(());
+    };
+    let timer = ctx
+        .metrics
+        .processing_seconds
+        .with_label_values(&["join"])
+        .start_timer();
+    let output = join::apply(ctx.pipeline, state, &change)?;
+    let partitions = ctx.topics.partitions;
     for detail in &output.details {
-        let key = detail.id().as_bytes();
-        let bytes = codec::encode(detail).map_err(StoreError::Encode)?;
-        out.send(
-            "detail-changes",
-            &detail_topic,
-            partition_for(key, partitions),
-            key,
-            Some(&bytes),
-            ts,
+        let id = detail.id();
+        ctx.out.send_detail_change(
+            partition_for(id.as_bytes(), partitions),
+            id,
+            detail.version(),
+            matches!(detail, DetailChange::Upsert { .. }),
+            encode(detail)?,
+            input.timestamp,
         )?;
     }
-    for delta in &output.deltas {
+    for delta in output.deltas {
         let key = delta.key.qualified_id();
-        let bytes = codec::encode(delta).map_err(StoreError::Encode)?;
-        out.send(
-            "rollup-deltas",
-            &delta_topic,
+        ctx.out.send_delta(
             partition_for(key.as_bytes(), partitions),
-            key.as_bytes(),
-            Some(&bytes),
-            ts,
+            key,
+            delta,
+            input.timestamp,
         )?;
     }
+    timer.observe_duration();
     Ok(())
 }
 
-fn details_record(
-    task: &mut StreamTask,
-    out: &mut Output<'_>,
-    change: &DetailChange,
-    ts: Option<i64>,
+/// The details stage: the newest change per document wins.
+pub fn details(
+    ctx: &mut Context<'_>,
+    state: &mut dyn StateStore,
+    input: &Input<'_>,
 ) -> Result<(), ProcessError> {
-    let Some(accepted) = resolve::apply(&mut task.state()?, change)? else {
-        out.metrics
+    let Some(change) = internal::<DetailChange>(ctx, "details", input) else {
+        return Ok(());
+    };
+    let timer = ctx
+        .metrics
+        .processing_seconds
+        .with_label_values(&["details"])
+        .start_timer();
+    let Some(accepted) = resolve::apply(state, &change)? else {
+        ctx.metrics
             .skipped
             .with_label_values(&["stale_detail_version"])
             .inc();
         return Ok(());
     };
-    let key = accepted.id().as_bytes();
-    let topic = out.topics.details.clone();
-    let partition = partition_for(key, out.topics.partitions);
-    match &accepted {
+    let key = accepted.id().as_bytes().to_vec();
+    let value = match &accepted {
         DetailChange::Upsert { doc, .. } => {
             for dq in &doc.data_quality {
-                out.metrics
+                ctx.metrics
                     .data_quality
                     .with_label_values(&[dq.field.as_str()])
                     .inc();
             }
-            let json = serde_json::to_vec(doc).map_err(|e| StoreError::Backend(Box::new(e)))?;
-            out.send("details", &topic, partition, key, Some(&json), ts)?;
+            Some(serde_json::to_vec(doc).map_err(|e| StoreError::Backend(Box::new(e)))?)
         }
-        DetailChange::Delete { .. } => out.send("details", &topic, partition, key, None, ts)?,
-    }
-    out.source_times.extend(ts);
+        DetailChange::Delete { .. } => None,
+    };
+    ctx.out.send(Record {
+        output: Output::Details,
+        partition: partition_for(&key, ctx.topics.partitions),
+        key,
+        value,
+        timestamp: input.timestamp,
+        headers: Vec::new(),
+    })?;
+    ctx.out.source_times.extend(input.timestamp);
+    timer.observe_duration();
     Ok(())
 }
 
-fn aggregate_record(
-    task: &mut StreamTask,
-    out: &mut Output<'_>,
-    delta: &RollupDelta,
-    ts: Option<i64>,
+/// The aggregate stage: deltas into counters → rollup documents.
+pub fn aggregate(
+    ctx: &mut Context<'_>,
+    state: &mut dyn StateStore,
+    input: &Input<'_>,
 ) -> Result<(), ProcessError> {
-    let change = aggregate::apply(&mut task.state()?, delta)?;
-    let key = format!("{}/{}", change.rollup().as_str(), change.id());
-    let topic = out.topics.rollups.clone();
-    let partition = partition_for(key.as_bytes(), out.topics.partitions);
-    match &change {
+    let Some(delta) = internal::<RollupDelta>(ctx, "aggregate", input) else {
+        return Ok(());
+    };
+    let timer = ctx
+        .metrics
+        .processing_seconds
+        .with_label_values(&["aggregate"])
+        .start_timer();
+    let change = aggregate::apply(state, &delta)?;
+    let key = format!("{}/{}", change.rollup().as_str(), change.id()).into_bytes();
+    let value = match &change {
         aggregate::RollupChange::Upsert { doc, .. } => {
-            let json = serde_json::to_vec(doc).map_err(|e| StoreError::Backend(Box::new(e)))?;
-            out.send(
-                "rollups",
-                &topic,
-                partition,
-                key.as_bytes(),
-                Some(&json),
-                ts,
-            )?;
+            Some(serde_json::to_vec(doc).map_err(|e| StoreError::Backend(Box::new(e)))?)
         }
-        aggregate::RollupChange::Delete { .. } => {
-            out.send("rollups", &topic, partition, key.as_bytes(), None, ts)?
-        }
-    }
-    out.source_times.extend(ts);
+        aggregate::RollupChange::Delete { .. } => None,
+    };
+    ctx.out.send(Record {
+        output: Output::Rollups,
+        partition: partition_for(&key, ctx.topics.partitions),
+        key,
+        value,
+        timestamp: input.timestamp,
+        headers: Vec::new(),
+    })?;
+    ctx.out.source_times.extend(input.timestamp);
+    timer.observe_duration();
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! Purging the repartition topics (Kafka Streams' `deleteRecords` after
 //! commit): they keep records without time retention (see
-//! `topology::TopicKind::Repartition`), so once a stage's consumed offsets
-//! are committed the records before them are deleted, bounding the topics
-//! by what is still unprocessed.
+//! `topics::TopicKind::Repartition`), so once a stage's consumed offsets are
+//! committed the records before them are deleted, bounding the topics by
+//! what is still unprocessed. The deletes run on a thread of their own: a
+//! slow broker delays the purge, never the stream loop.
 
 use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,29 +17,41 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 
+/// Committed next offset per repartition partition.
+type Offsets = HashMap<(String, i32), i64>;
+
 pub struct Purger {
-    admin: AdminClient<DefaultClientContext>,
-    runtime: tokio::runtime::Runtime,
     /// `None`: purging is off (`kafka.purge_interval_ms = 0`).
     interval: Option<Duration>,
     last: Instant,
-    /// Committed next offset per repartition partition, not yet purged.
-    pending: HashMap<(String, i32), i64>,
+    pending: Offsets,
+    requests: Option<SyncSender<Offsets>>,
 }
 
 impl Purger {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let cc = config.client_config();
+        let interval = (config.kafka.purge_interval_ms > 0)
+            .then(|| Duration::from_millis(config.kafka.purge_interval_ms));
+        let requests = match interval {
+            None => None,
+            Some(_) => {
+                let admin: AdminClient<DefaultClientContext> = config
+                    .client_config()
+                    .create()
+                    .context("creating the purge admin client")?;
+                let (tx, rx) = sync_channel(1);
+                std::thread::Builder::new()
+                    .name("purge".into())
+                    .spawn(move || purge_loop(admin, rx))
+                    .context("starting the purge thread")?;
+                Some(tx)
+            }
+        };
         Ok(Self {
-            admin: cc.create().context("creating the purge admin client")?,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the purge runtime")?,
-            interval: (config.kafka.purge_interval_ms > 0)
-                .then(|| Duration::from_millis(config.kafka.purge_interval_ms)),
+            interval,
             last: Instant::now(),
             pending: HashMap::new(),
+            requests,
         })
     }
 
@@ -53,29 +67,55 @@ impl Purger {
         }
     }
 
-    /// Deletes the committed prefix of each noted partition, when due. A
-    /// failure only delays the purge: the records stay until the next try.
+    /// Hands the noted offsets to the purge thread, when due. A purge still
+    /// running keeps them for the next time.
     pub fn maybe_purge(&mut self) {
-        let Some(interval) = self.interval else {
+        let (Some(interval), Some(tx)) = (self.interval, &self.requests) else {
             return;
         };
         if self.pending.is_empty() || self.last.elapsed() < interval {
             return;
         }
         self.last = Instant::now();
+        match tx.try_send(std::mem::take(&mut self.pending)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(back)) | Err(TrySendError::Disconnected(back)) => {
+                for (k, v) in back {
+                    let e = self.pending.entry(k).or_insert(0);
+                    *e = (*e).max(v);
+                }
+            }
+        }
+    }
+}
+
+fn purge_loop(admin: AdminClient<DefaultClientContext>, requests: Receiver<Offsets>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "starting the purge runtime; repartition topics are not purged");
+            return;
+        }
+    };
+    // Offsets whose purge failed, tried again with the next request.
+    let mut retry: Offsets = HashMap::new();
+    while let Ok(offsets) = requests.recv() {
+        for (k, v) in offsets {
+            let e = retry.entry(k).or_insert(0);
+            *e = (*e).max(v);
+        }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.pending {
+        for ((topic, partition), next) in &retry {
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
                 warn!(%topic, partition, error = %e, "skipping a purge");
             }
         }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(15),
-                self.admin.delete_records(&tpl, &opts),
-            )
-            .await
+        let result = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(15), admin.delete_records(&tpl, &opts)).await
         });
         match result {
             Ok(Ok(done)) => {
@@ -83,7 +123,7 @@ impl Purger {
                     if let Err(err) = e.error() {
                         warn!(topic = e.topic(), partition = e.partition(), error = %err, "purging a repartition partition failed; will retry");
                     } else {
-                        self.pending.remove(&(e.topic().to_owned(), e.partition()));
+                        retry.remove(&(e.topic().to_owned(), e.partition()));
                     }
                 }
                 debug!(partitions = tpl.count(), "purged repartition topics");

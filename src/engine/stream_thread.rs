@@ -1,448 +1,781 @@
-//! The stream loop (Kafka Streams' `StreamThread` + `TaskManager`): one
-//! consumer in the app's group reads the source topics and the inputs of the
-//! stateful stages; every record is processed into the open transaction; the
-//! transaction commits every `kafka.commit_interval_ms` with the consumed
-//! offsets; task stores apply their writes only after that commit succeeds.
+//! The stream thread (Kafka Streams' `StreamThread`): one consumer in the
+//! app's group, one transactional producer, and the tasks of the partitions
+//! the group gives it. Its loop:
 //!
-//! Rebalances run inside `poll` through [`EngineContext`]: before partitions
-//! are revoked the open transaction is committed (or aborted), and newly
-//! assigned stateful partitions are paused until their stores are restored.
+//! 1. take what the rebalance callbacks recorded (they only record: no
+//!    commit, no store, no broker request runs inside one) and hand it to
+//!    the task manager;
+//! 2. let the task manager open, check and restore tasks;
+//! 3. poll a burst of records and process each into the record collector;
+//! 4. every `kafka.commit_interval_ms`, commit: the collected records, the
+//!    tasks' changelog records and the consumed offsets in one transaction,
+//!    then apply the tasks' writes to their stores.
+//!
+//! A Kafka transaction is open only inside step 4, so a rebalance never
+//! finds one open. Partitions revoked or lost with records of the
+//! uncommitted batch take that batch with them (it is dropped and the
+//! partitions still owned rewound): what was consumed from a partition may
+//! only be committed while the partition is ours, and a commit whose group
+//! generation is not the one of our last assignment is never sent (after a
+//! lost assignment librdkafka's is -1, which the coordinator would not fence).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use outbound_pipeline::config::PipelineConfig;
-use outbound_state::{
-    ChangelogPartition, OpenOutcome, StoreResources, StoreTuning, TaskStore, WriteBuffer,
-};
+use outbound_state::{StoreResources, WriteBuffer};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use super::processors::{self, Output, ProcessError};
+use super::failpoints;
+use super::librdkafka::group_generation;
+use super::processors::{Context as ProcessContext, Input, ProcessError};
 use super::purge::Purger;
-use super::restore::{RestoreStart, Restorer};
-use super::task::{store_spec, StreamTask, TaskStatus};
-use super::topology::{Stage, Topics};
-use super::transaction::{Committed, Transactions, TxnError};
+use super::record_collector::{Limits, Record, RecordCollector};
+use super::state_manager::StateDirectory;
+use super::task::TaskState;
+use super::task_manager::{Changes, Partition, TaskManager};
+use super::topics::{self, Topics};
+use super::topology::{Output, Stage, SOURCE};
+use super::transaction::{Transactions, TxnError, PRODUCER_MAX_BYTES};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ThreadStatus};
 use crate::shutdown::Shutdown;
 
-pub struct Core {
-    config: Config,
-    pipeline: PipelineConfig,
-    topics: Topics,
-    txn: Transactions,
-    restorer: Restorer,
-    purger: Purger,
-    resources: StoreResources,
-    tasks: BTreeMap<(Stage, i32), StreamTask>,
-    /// Next offset per input partition, for records processed in the open
-    /// transaction (what the commit sends as consumed offsets).
-    positions: HashMap<(String, i32), i64>,
-    /// Partitions this instance holds (sources and stage inputs): not ready
-    /// while it holds none.
-    assigned: usize,
-    /// When the transactional producer was last replaced after failing.
-    recoveries: Vec<Instant>,
-    last_commit: Instant,
-    /// Source timestamps of final outputs in the open transaction.
-    source_times: Vec<i64>,
+/// What a rebalance callback saw.
+#[derive(Debug)]
+enum RebalanceEvent {
+    Assigned {
+        partitions: Vec<Partition>,
+        /// The group generation of this assignment.
+        generation: Option<i32>,
+    },
+    Revoked {
+        partitions: Vec<Partition>,
+        lost: bool,
+    },
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// The consumer's context: records rebalances for the loop.
+pub struct ThreadContext {
+    events: Arc<Mutex<VecDeque<RebalanceEvent>>>,
     metrics: Arc<Metrics>,
 }
 
-fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
-    core.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs rebalances on the stream loop's thread, inside `poll`.
-pub struct EngineContext {
-    core: Arc<Mutex<Core>>,
-    failure: Arc<Mutex<Option<anyhow::Error>>>,
-    metrics: Arc<Metrics>,
-}
-
-impl ClientContext for EngineContext {
+impl ClientContext for ThreadContext {
     /// Consumer lag per partition, every `statistics.interval.ms`.
     fn stats(&self, statistics: Statistics) {
         self.metrics.consumer_lag.record(&statistics);
     }
 }
 
-impl ConsumerContext for EngineContext {
+impl ConsumerContext for ThreadContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let result = lock(&self.core).on_revoke(consumer, tpl);
-            if let Err(e) = result {
-                error!(error = %format!("{e:#}"), "handling a partition revocation");
-                *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-            }
+            let lost = consumer.assignment_lost();
+            self.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(RebalanceEvent::Revoked {
+                    partitions: partitions(tpl),
+                    lost,
+                });
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let result = match rebalance {
-            Rebalance::Assign(tpl) => lock(&self.core).on_assign(consumer, tpl),
-            Rebalance::Revoke(_) => Ok(()),
-            Rebalance::Error(e) => {
-                warn!(error = %e, "rebalance error");
-                Ok(())
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let generation = group_generation(consumer.client());
+                self.events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(RebalanceEvent::Assigned {
+                        partitions: partitions(tpl),
+                        generation,
+                    });
             }
-        };
-        if let Err(e) = result {
-            error!(error = %format!("{e:#}"), "handling a partition assignment");
-            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
 }
 
-type EngineConsumer = BaseConsumer<EngineContext>;
+type ThreadConsumer = BaseConsumer<ThreadContext>;
 
-impl Core {
-    fn state_dir(&self, stage: Stage, partition: i32) -> PathBuf {
-        self.config
-            .state
-            .dir
-            .join(&self.config.app_id)
-            .join(format!("{}-{partition}", stage.name()))
+/// Exponential backoff between retries of a failing step, up to a bound.
+struct Backoff {
+    next: Duration,
+    failures: u32,
+    since: Option<Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Backoff {
+            next: Self::FIRST,
+            failures: 0,
+            since: None,
+        }
     }
 
-    fn on_assign(
-        &mut self,
-        consumer: &EngineConsumer,
-        tpl: &TopicPartitionList,
-    ) -> anyhow::Result<()> {
-        self.metrics.rebalances.with_label_values(&["assign"]).inc();
-        self.assigned += tpl.count();
-        let mut paused = TopicPartitionList::new();
-        for elem in tpl.elements() {
-            let Some(stage) = self.topics.stage_of(elem.topic()) else {
-                continue;
-            };
-            let partition = elem.partition();
-            if self.tasks.contains_key(&(stage, partition)) {
-                continue;
-            }
-            let changelog = self.topics.changelog(stage);
-            let dir = self.state_dir(stage, partition);
-            let (store, outcome) = TaskStore::open(
-                &dir,
-                ChangelogPartition {
-                    topic: changelog.clone(),
-                    partition,
-                },
-                &[store_spec(stage)],
-                &self.resources,
-            )
-            .with_context(|| format!("opening the state of task {}-{partition}", stage.name()))?;
-            match &outcome {
-                OpenOutcome::Created => {
-                    info!(task = %format!("{}-{partition}", stage.name()), "no local state: full restore")
-                }
-                OpenOutcome::Resumed { next_offset } => {
-                    info!(task = %format!("{}-{partition}", stage.name()), next_offset, "local state found: restoring the changelog tail")
-                }
-                OpenOutcome::Rebuilt { reason } => {
-                    warn!(task = %format!("{}-{partition}", stage.name()), %reason, "local state rebuilt: full restore");
-                    self.metrics
-                        .state_rebuilds
-                        .with_label_values(&[stage.name()])
-                        .inc();
-                }
-            }
-            let mut store = Some(store);
-            let status = match self.restorer.start(&mut store, &self.resources)? {
-                RestoreStart::UpToDate => TaskStatus::Running,
-                RestoreStart::Started => {
-                    paused.add_partition(elem.topic(), partition);
-                    TaskStatus::Restoring
-                }
-            };
-            self.tasks.insert(
-                (stage, partition),
-                StreamTask {
-                    stage,
-                    partition,
-                    changelog,
-                    store,
-                    buffer: WriteBuffer::new(),
-                    status,
-                },
-            );
+    fn fail(&mut self) -> Duration {
+        self.failures += 1;
+        self.since.get_or_insert_with(Instant::now);
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Failing for a while: worth reporting unhealthy.
+    fn persistent(&self) -> bool {
+        self.failures >= 3
+            || self
+                .since
+                .is_some_and(|t| t.elapsed() > Duration::from_secs(30))
+    }
+}
+
+pub struct StreamThread {
+    name: &'static str,
+    config: Config,
+    pipeline: PipelineConfig,
+    consumer: ThreadConsumer,
+    producer: Transactions,
+    topics: Topics,
+    tasks: TaskManager,
+    collector: RecordCollector,
+    /// Next offset per input partition, for records processed since the
+    /// last commit (what the commit sends as consumed offsets).
+    positions: HashMap<Partition, i64>,
+    events: Arc<Mutex<VecDeque<RebalanceEvent>>>,
+    /// The generation of the last assignment.
+    generation: Option<i32>,
+    last_commit: Instant,
+    backoff: Backoff,
+    purger: Purger,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    last_housekeeping: Instant,
+}
+
+/// Most records processed between two looks at the rebalance events and
+/// the commit clock.
+const BURST: usize = 2_000;
+
+impl StreamThread {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &'static str,
+        transactional_id: &str,
+        config: &Config,
+        pipeline: PipelineConfig,
+        topics: Topics,
+        dirs: Arc<StateDirectory>,
+        resources: Arc<StoreResources>,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let events = Arc::new(Mutex::new(VecDeque::new()));
+        let mut cc = config.client_config();
+        cc.set("group.id", config.group_id())
+            .set("client.id", format!("{}-{name}", config.transactional_id()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // Pick up source topics Debezium creates after we start.
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            // Bound the prefetch so a backlog on one stage's input does not hide
+            // another stage's records behind tens of megabytes of queue.
+            .set("queued.max.messages.kbytes", "8192")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            // Consumer lag (outbound_consumer_lag_records) comes from these statistics.
+            .set("statistics.interval.ms", "5000");
+        for (k, v) in &config.kafka.properties {
+            cc.set(k, v);
         }
-        if paused.count() > 0 {
-            consumer
-                .pause(&paused)
-                .context("pausing partitions while their state restores")?;
+        let consumer: ThreadConsumer = cc
+            .create_with_context(ThreadContext {
+                events: events.clone(),
+                metrics: metrics.clone(),
+            })
+            .context("creating the stream consumer")?;
+        let producer = Transactions::new(config, transactional_id)?;
+        let tasks = TaskManager::new(
+            config,
+            topics.clone(),
+            name,
+            dirs,
+            resources,
+            metrics.clone(),
+        )?;
+        // The brokers may be slow to answer, or not know topics created a
+        // moment ago: retry a while, then go on with the broker's default
+        // limits (read again when a topic refuses a record).
+        let mut facts = None;
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=6 {
+            match topics::describe(tasks.reader().client(), config, &topics.written()) {
+                Ok(f) if f.max_bytes.len() == topics.written().len() => {
+                    facts = Some(f);
+                    break;
+                }
+                Ok(f) => {
+                    warn!(
+                        thread = name,
+                        attempt,
+                        known = f.max_bytes.len(),
+                        "not every topic the stream stages write is described yet; retrying"
+                    );
+                    facts = Some(f);
+                }
+                Err(e) => {
+                    warn!(thread = name, attempt, error = %format!("{e:#}"), "reading the settings of the topics the stream stages write; retrying")
+                }
+            }
+            if shutdown.is_requested() {
+                break;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        self.publish_task_metrics();
+        let facts = facts.unwrap_or_default();
+        let limits = Limits::new(
+            &topics,
+            |t| facts.max_bytes.get(t).copied(),
+            PRODUCER_MAX_BYTES,
+        );
+        Ok(StreamThread {
+            name,
+            config: config.clone(),
+            pipeline,
+            consumer,
+            producer,
+            topics,
+            tasks,
+            collector: RecordCollector::new(limits),
+            positions: HashMap::new(),
+            events,
+            generation: None,
+            last_commit: Instant::now(),
+            backoff: Backoff::new(),
+            purger: Purger::new(config)?,
+            metrics,
+            shutdown,
+            last_housekeeping: Instant::now(),
+        })
+    }
+
+    /// Runs until shutdown or a fatal error.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let mut subscriptions: Vec<String> = self.topics.sources.clone();
+        for stage in Stage::ALL {
+            subscriptions.push(self.topics.input(stage).to_owned());
+        }
+        let refs: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&refs).context("subscribing")?;
+        info!(thread = self.name, group = %self.config.group_id(), transactional_id = %self.producer.transactional_id, topics = ?subscriptions, "stream thread running");
+        self.metrics.liveness.beat(self.name);
+        let result = self.run_loop();
+        let result = match result {
+            Ok(()) => self.close(),
+            Err(e) => {
+                error!(thread = self.name, error = %format!("{e:#}"), "stream thread stopping on a fatal error");
+                self.metrics.liveness.fail(self.name, &format!("{e:#}"));
+                let _ = self.producer.abort(Instant::now() + Duration::from_secs(5));
+                self.tasks.close_all(false);
+                Err(e)
+            }
+        };
+        self.report_tasks();
+        // Leave the group now rather than at session timeout.
+        self.consumer.unsubscribe();
+        info!(thread = self.name, "stream thread stopped");
+        result
+    }
+
+    fn run_loop(&mut self) -> anyhow::Result<()> {
+        while !self.shutdown.is_requested() {
+            self.handle_rebalances()?;
+            let changes = self.tasks.initialize(&self.consumer)?;
+            self.apply_changes(&changes)?;
+            let changes = self.tasks.restore()?;
+            self.apply_changes(&changes)?;
+            self.poll_burst()?;
+            if self.commit_due() {
+                // Once per commit interval, not per record.
+                self.metrics.liveness.beat(self.name);
+                self.commit(Instant::now() + Duration::from_secs(60))?;
+                self.housekeeping();
+            }
+        }
         Ok(())
     }
 
-    fn on_revoke(
-        &mut self,
-        consumer: &EngineConsumer,
-        tpl: &TopicPartitionList,
-    ) -> anyhow::Result<()> {
-        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-        self.assigned = self.assigned.saturating_sub(tpl.count());
-        // Finish the open transaction while the partitions are still ours.
-        self.commit(consumer)?;
-        for elem in tpl.elements() {
-            self.positions
-                .remove(&(elem.topic().to_owned(), elem.partition()));
-            let Some(stage) = self.topics.stage_of(elem.topic()) else {
-                continue;
-            };
-            if let Some(task) = self.tasks.remove(&(stage, elem.partition())) {
-                self.restorer.cancel(&task.changelog, task.partition);
-                info!(task = %format!("{}-{}", stage.name(), task.partition), "task closed (partition revoked)");
+    fn apply_changes(&self, changes: &Changes) -> anyhow::Result<()> {
+        let tpl = |parts: &[Partition]| {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in parts {
+                tpl.add_partition(t, *p);
             }
+            tpl
+        };
+        if !changes.pause.is_empty() {
+            self.consumer
+                .pause(&tpl(&changes.pause))
+                .context("pausing the inputs of tasks not running")?;
         }
-        self.publish_task_metrics();
+        if !changes.resume.is_empty() {
+            self.consumer
+                .resume(&tpl(&changes.resume))
+                .context("resuming the inputs of tasks now running")?;
+        }
+        if !changes.pause.is_empty() || !changes.resume.is_empty() {
+            self.report_tasks();
+        }
         Ok(())
     }
 
-    /// Moves restoring tasks forward; resumes the input of those done.
-    fn restore_step(&mut self, consumer: &EngineConsumer) -> anyhow::Result<()> {
-        if self.restorer.is_idle() {
-            return Ok(());
-        }
-        let topics = &self.topics;
-        let tasks = &mut self.tasks;
-        let metrics = &self.metrics;
-        let done = self.restorer.step(&mut |topic, partition, records, next| {
-            let Some(stage) = Stage::ALL
-                .into_iter()
-                .find(|s| topics.changelog(*s) == topic)
+    /// Hands what the rebalance callbacks recorded to the task manager.
+    fn handle_rebalances(&mut self) -> anyhow::Result<()> {
+        loop {
+            let Some(event) = self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
             else {
                 return Ok(());
             };
-            if let Some(store) = tasks
-                .get_mut(&(stage, partition))
-                .and_then(|t| t.store.as_mut())
-            {
-                store.restore_batch(records, next)?;
-                metrics
-                    .restored_records
-                    .with_label_values(&[stage.name()])
-                    .inc_by(records.len() as u64);
+            match event {
+                RebalanceEvent::Revoked { partitions, lost } => {
+                    self.metrics
+                        .rebalances
+                        .with_label_values(&[if lost { "lost" } else { "revoke" }])
+                        .inc();
+                    let touched = partitions.iter().any(|p| self.positions.contains_key(p));
+                    if lost || touched {
+                        // Records of these partitions are in the batch, and
+                        // the partitions are no longer ours to commit for.
+                        let why = if lost {
+                            "partitions lost"
+                        } else {
+                            "partitions revoked"
+                        };
+                        warn!(
+                            thread = self.name,
+                            why,
+                            batch = self.positions.len(),
+                            "dropping the uncommitted batch"
+                        );
+                        self.discard_batch(&partitions)?;
+                    }
+                    info!(
+                        thread = self.name,
+                        partitions = partitions.len(),
+                        lost,
+                        "partitions revoked"
+                    );
+                    self.tasks.revoke(&partitions, !lost);
+                    if lost {
+                        self.generation = None;
+                    }
+                }
+                RebalanceEvent::Assigned {
+                    partitions,
+                    generation,
+                } => {
+                    self.metrics.rebalances.with_label_values(&["assign"]).inc();
+                    self.generation = generation;
+                    info!(
+                        thread = self.name,
+                        partitions = partitions.len(),
+                        generation,
+                        "partitions assigned"
+                    );
+                    let changes = self.tasks.assign(&partitions, &mut self.producer);
+                    self.apply_changes(&changes)?;
+                }
             }
-            Ok(())
-        })?;
-        if done.is_empty() {
-            return Ok(());
+            self.report_tasks();
         }
-        let mut resume = TopicPartitionList::new();
-        for (topic, partition) in done {
-            let Some(stage) = Stage::ALL
-                .into_iter()
-                .find(|s| self.topics.changelog(*s) == topic)
-            else {
-                continue;
-            };
-            if let Some(task) = self.tasks.get_mut(&(stage, partition)) {
-                task.status = TaskStatus::Running;
-                resume.add_partition(self.topics.input(stage), partition);
-            }
-        }
-        consumer
-            .resume(&resume)
-            .context("resuming restored partitions")?;
-        self.publish_task_metrics();
-        Ok(())
     }
 
-    fn process(
-        &mut self,
-        consumer: &EngineConsumer,
-        m: &BorrowedMessage<'_>,
-    ) -> anyhow::Result<()> {
-        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let mut out = Output {
-            txn: &mut self.txn,
-            topics: &self.topics,
-            metrics: &self.metrics,
-            source_times: &mut self.source_times,
+    /// Polls a burst of records and processes them.
+    fn poll_burst(&mut self) -> anyhow::Result<()> {
+        let until_commit = Duration::from_millis(self.config.kafka.commit_interval_ms)
+            .saturating_sub(self.last_commit.elapsed());
+        let mut wait = if self.tasks.is_restoring() {
+            Duration::ZERO
+        } else {
+            until_commit.min(Duration::from_millis(50))
         };
-        let result = match self.topics.stage_of(topic) {
-            Some(stage) => {
-                let Some(task) = self.tasks.get_mut(&(stage, partition)) else {
-                    return Ok(()); // fetched before a revocation: no longer ours
-                };
-                if task.status != TaskStatus::Running {
-                    // Fetched before the pause took effect: read it again later.
-                    consumer
-                        .seek(
-                            topic,
-                            partition,
-                            Offset::Offset(offset),
-                            Duration::from_secs(10),
-                        )
-                        .with_context(|| format!("rewinding {topic}[{partition}] to {offset}"))?;
-                    return Ok(());
+        let started = Instant::now();
+        for _ in 0..BURST {
+            let message = match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    warn!(thread = self.name, error = %e, "consumer error");
+                    break;
                 }
-                processors::stateful(&self.pipeline, task, &mut out, m)
+                Some(Ok(m)) => m,
+            };
+            wait = Duration::ZERO;
+            if !self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                // The poll ran a rebalance callback: the task manager hears
+                // of it first, and this record is read again afterwards.
+                let (topic, partition, offset) = (
+                    message.topic().to_owned(),
+                    message.partition(),
+                    message.offset(),
+                );
+                drop(message);
+                if let Err(e) = self.consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                ) {
+                    warn!(%topic, partition, error = %e, "rewinding a record fetched across a rebalance");
+                }
+                break;
             }
-            None => processors::rekey(&self.pipeline, &mut out, m),
-        };
-        match result {
-            Ok(()) => {
-                self.positions
-                    .insert((topic.to_owned(), partition), offset + 1);
-                Ok(())
+            process(
+                &self.pipeline,
+                &self.topics,
+                &mut self.tasks,
+                &mut self.collector,
+                &mut self.positions,
+                &self.consumer,
+                &self.metrics,
+                &message,
+            )?;
+            // Rebalance events and the commit clock are looked at between bursts.
+            if !self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+                || started.elapsed() >= until_commit
+            {
+                break;
             }
-            Err(ProcessError::Txn(TxnError::Aborted(reason))) => {
-                warn!(%reason, "transaction failed while processing; rewinding");
-                self.rewind(consumer)
-            }
-            Err(ProcessError::Txn(TxnError::Fatal(reason))) => self.recover(consumer, &reason),
-            Err(ProcessError::Store(e)) => Err(anyhow::Error::new(e)).with_context(|| {
-                format!("state failure processing {topic}[{partition}] offset {offset}")
-            }),
         }
+        Ok(())
     }
 
     fn commit_due(&self) -> bool {
         self.last_commit.elapsed() >= Duration::from_millis(self.config.kafka.commit_interval_ms)
+            || self.collector.len() >= 200_000
     }
 
-    /// Commits outputs, changelog records and consumed offsets in the open
-    /// transaction; then applies each task's buffered writes with the
-    /// changelog offset they reached. An aborted commit rewinds instead.
-    fn commit(&mut self, consumer: &EngineConsumer) -> anyhow::Result<()> {
+    /// Whether a commit now would carry the group generation of our last
+    /// assignment. After a lost assignment librdkafka's generation is -1 and
+    /// a transactional offset commit at -1 is accepted unfenced: a zombie
+    /// could commit for partitions another instance owns.
+    fn generation_current(&self) -> bool {
+        match (self.generation, group_generation(self.consumer.client())) {
+            (Some(ours), Some(now)) => ours >= 0 && ours == now && !self.consumer.assignment_lost(),
+            _ => false,
+        }
+    }
+
+    /// Commits the batch: the collected records, the tasks' changelog
+    /// records and the consumed offsets in one transaction, then applies
+    /// the tasks' writes with the changelog offsets they reached.
+    fn commit(&mut self, deadline: Instant) -> anyhow::Result<()> {
         self.last_commit = Instant::now();
-        if self.positions.is_empty() && !self.txn.is_open() {
+        let empty_buffers = self.tasks.tasks().all(|t| t.buffer.is_empty());
+        if self.positions.is_empty() && self.collector.is_empty() && empty_buffers {
             return Ok(());
         }
-        match self.try_commit(consumer) {
-            Ok(committed) => {
-                self.apply_committed(&committed)?;
-                self.purger.maybe_purge();
-                Ok(())
-            }
-            Err(TxnError::Aborted(reason)) => {
-                self.metrics
-                    .transactions
-                    .with_label_values(&["aborted"])
-                    .inc();
-                warn!(%reason, "transaction aborted; rewinding to the last commit");
-                self.rewind(consumer)
-            }
-            Err(TxnError::Fatal(reason)) => self.recover(consumer, &reason),
-        }
-    }
-
-    /// The producer failed for good: fenced after the broker timed out our
-    /// transaction (a long stall), or a fatal idempotence error. Its
-    /// transaction is aborted either way and the stores hold only committed
-    /// writes, so a new producer (whose initialisation fences the old one)
-    /// and a rewind to the committed offsets continue exactly once. Repeated
-    /// failures (e.g. two live instances sharing an instance id) stop the
-    /// process instead.
-    fn recover(&mut self, consumer: &EngineConsumer, reason: &str) -> anyhow::Result<()> {
-        const WINDOW: Duration = Duration::from_secs(300);
-        const LIMIT: usize = 3;
-        self.recoveries.retain(|t| t.elapsed() < WINDOW);
-        if self.recoveries.len() >= LIMIT {
-            anyhow::bail!(
-                "transactional producer failed for good {} times within {WINDOW:?} (is another \
-                 instance running with instance id `{}`?): {reason}",
-                LIMIT + 1,
-                self.config.instance_id
+        if !self.generation_current() {
+            warn!(
+                thread = self.name,
+                "the assignment is lost or changing: dropping the batch instead of committing it"
             );
+            return self.discard_batch(&[]);
         }
-        self.recoveries.push(Instant::now());
-        self.metrics
-            .transactions
-            .with_label_values(&["aborted"])
-            .inc();
-        warn!(%reason, "transactional producer failed; starting a new one and rewinding to the last commit");
-        self.txn = Transactions::new(&self.config)?;
-        self.rewind(consumer)
-    }
-
-    fn try_commit(&mut self, consumer: &EngineConsumer) -> Result<Committed, TxnError> {
-        for task in self.tasks.values() {
+        let Some(group) = self.consumer.group_metadata() else {
+            return self.discard_batch(&[]);
+        };
+        // The metadata fetched must carry the same generation.
+        if !self.generation_current() {
+            return self.discard_batch(&[]);
+        }
+        let topics = &self.topics;
+        let records: Vec<(String, Record)> = self
+            .collector
+            .drain()
+            .context("encoding collected records")?
+            .into_iter()
+            .map(|r| (topics.output(r.output).to_owned(), r))
+            .collect();
+        let mut changelog = Vec::new();
+        for task in self.tasks.tasks() {
             for (key, value) in task.buffer.changelog_records() {
-                self.txn
-                    .send(&task.changelog, task.partition, &key, value, None, None)?;
+                changelog.push((
+                    task.slot,
+                    Record {
+                        output: Output::Rekey, // unused for changelog records
+                        partition: task.changelog.partition,
+                        key,
+                        value: value.map(<[u8]>::to_vec),
+                        timestamp: None,
+                        headers: Vec::new(),
+                    },
+                ));
             }
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &self.positions {
             offsets
                 .add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(|e| TxnError::Aborted(e.to_string()))?;
+                .context("building the consumed offsets")?;
         }
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| TxnError::Aborted("the consumer has no group metadata yet".into()))?;
-        self.txn.ensure_open()?;
-        let committed = self.txn.commit(&offsets, &group)?;
-        self.metrics
-            .transactions
-            .with_label_values(&["committed"])
-            .inc();
-        self.metrics
-            .commit_seconds
-            .observe(committed.duration.as_secs_f64());
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let e2e = self
-            .metrics
-            .end_to_end_seconds
-            .with_label_values(&["output"]);
-        for ts in self.source_times.drain(..) {
-            e2e.observe((now_ms - ts).max(0) as f64 / 1000.0);
+        let result = self
+            .producer
+            .commit(&records, &changelog, &offsets, &group, deadline, || {
+                failpoints::hit(failpoints::AFTER_FLUSH)
+            });
+        match result {
+            Ok(committed) => {
+                failpoints::hit(failpoints::BEFORE_APPLY);
+                self.tasks.apply(&committed)?;
+                self.metrics
+                    .transactions
+                    .with_label_values(&["committed"])
+                    .inc();
+                self.metrics
+                    .commit_seconds
+                    .observe(committed.duration.as_secs_f64());
+                let mut sent = [0u64; Output::ALL.len()];
+                for (_, r) in &records {
+                    sent[r.output as usize] += 1;
+                }
+                for o in Output::ALL {
+                    let n = sent[o as usize];
+                    if n > 0 {
+                        self.metrics
+                            .records_out
+                            .with_label_values(&[o.suffix()])
+                            .inc_by(n);
+                    }
+                    let dropped = self.collector.collected[o as usize].saturating_sub(n);
+                    if dropped > 0 {
+                        self.metrics
+                            .records_coalesced
+                            .with_label_values(&[o.suffix()])
+                            .inc_by(dropped);
+                    }
+                }
+                self.collector.collected = [0; Output::ALL.len()];
+                self.metrics
+                    .records_out
+                    .with_label_values(&["changelog"])
+                    .inc_by(changelog.len() as u64);
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let e2e = self
+                    .metrics
+                    .end_to_end_seconds
+                    .with_label_values(&["output"]);
+                for ts in self.collector.source_times.drain(..) {
+                    e2e.observe((now_ms - ts).max(0) as f64 / 1000.0);
+                }
+                for ((topic, partition), next) in self.positions.drain() {
+                    if self.topics.stage_of(&topic).is_some() {
+                        self.purger.committed(&topic, partition, next);
+                    }
+                }
+                if self.backoff.failures > 0 {
+                    info!(thread = self.name, "committing again after failures");
+                    self.metrics.liveness.clear_unhealthy(self.name);
+                }
+                self.backoff.reset();
+                Ok(())
+            }
+            Err(e) => self.on_commit_failure(e),
         }
-        Ok(committed)
     }
 
-    /// Applies each task's buffered writes with the changelog offset the
-    /// committed transaction reached.
-    fn apply_committed(&mut self, committed: &Committed) -> anyhow::Result<()> {
-        for task in self.tasks.values_mut() {
-            let next = committed
-                .changelog_next
-                .get(&(task.changelog.clone(), task.partition))
-                .copied();
-            if task.buffer.is_empty() && next.is_none() {
-                continue;
+    fn on_commit_failure(&mut self, e: TxnError) -> anyhow::Result<()> {
+        self.metrics
+            .transactions
+            .with_label_values(&["aborted"])
+            .inc();
+        let txn_timeout = Duration::from_millis(self.config.kafka.transaction_timeout_ms);
+        match &e {
+            TxnError::Fenced { open_for, .. } if *open_for < txn_timeout.mul_f64(0.9) => {
+                // Our transaction was young: the coordinator did not time it
+                // out. Another producer initialised our transactional id —
+                // a newer process with our instance id. The newer one wins.
+                anyhow::bail!(
+                    "another process took over transactional id `{}` (is a second instance running with \
+                     instance id `{}`?); this one stops and leaves its tasks to it: {e}",
+                    self.producer.transactional_id,
+                    self.config.instance_id
+                );
             }
-            if let Some(store) = task.store.as_mut() {
-                // The transaction is committed: a failure to apply it locally
-                // leaves the store at its previous checkpoint, and a restart
-                // restores the tail. Stop rather than run on a stale store.
-                store.commit(&mut task.buffer, next).with_context(|| {
-                    format!(
-                        "applying a committed transaction to the store of task {}-{}",
-                        task.stage.name(),
-                        task.partition
-                    )
-                })?;
+            TxnError::Refused {
+                topic,
+                partition,
+                code,
+            } => {
+                let permanent_rights = matches!(
+                    code,
+                    rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed
+                        | rdkafka::types::RDKafkaErrorCode::ClusterAuthorizationFailed
+                        | rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                );
+                let inputs: Vec<String> = self
+                    .positions
+                    .iter()
+                    .map(|((t, p), next)| format!("{t}[{p}] before offset {next}"))
+                    .collect();
+                if permanent_rights || self.backoff.failures > 0 {
+                    anyhow::bail!(
+                        "{topic}[{partition}] refuses the stream stages' records ({code}) while committing \
+                         inputs {}: check the topic's ACLs and max.message.bytes",
+                        inputs.join(", ")
+                    );
+                }
+                // The topics' limits may have changed: read them again, and
+                // the next attempt dead-letters what no longer fits.
+                warn!(thread = self.name, %topic, partition, %code, "a topic refused a record; reading its limits again and retrying");
+                self.refresh_limits();
             }
+            _ => {}
         }
-        for ((topic, partition), next) in self.positions.drain() {
-            if self.topics.stage_of(&topic).is_some() {
-                self.purger.committed(&topic, partition, next);
+        let delay = self.backoff.fail();
+        if self.backoff.persistent() {
+            self.metrics
+                .liveness
+                .set_unhealthy(self.name, &e.to_string());
+        }
+        if e.outcome_unknown() {
+            // The producer is gone and its last transaction may have
+            // committed: every task catches up from its changelog, and the
+            // inputs start again from the committed offsets.
+            warn!(thread = self.name, error = %e, retry_in = ?delay, "transactional producer failed; closing every task dirty and catching up from the changelogs");
+            self.collector.clear();
+            let pause = self.tasks.suspend_all();
+            self.apply_changes(&Changes {
+                pause,
+                resume: Vec::new(),
+            })?;
+            self.rewind()?;
+            self.pause_for(delay);
+            self.producer = self.new_producer()?;
+            // Changelog slots are registered again with the new producer.
+            for task in self.tasks.tasks_mut() {
+                task.slot = self
+                    .producer
+                    .register_changelog(&task.changelog.topic, task.changelog.partition);
             }
+            self.report_tasks();
+        } else {
+            warn!(thread = self.name, error = %e, retry_in = ?delay, "transaction aborted; rewinding to the last commit");
+            self.collector.clear();
+            self.tasks.clear_buffers();
+            self.rewind()?;
+            self.pause_for(delay);
         }
         Ok(())
     }
 
-    /// After an abort: drop pending writes and seek every partition consumed
-    /// in the aborted transaction back to its committed offset.
-    fn rewind(&mut self, consumer: &EngineConsumer) -> anyhow::Result<()> {
-        self.txn.abort()?;
-        self.source_times.clear();
-        for task in self.tasks.values_mut() {
-            task.buffer.clear();
+    fn refresh_limits(&mut self) {
+        let topics = self.topics.clone();
+        match topics::describe(
+            self.tasks.reader().client(),
+            &self.config,
+            &topics.written(),
+        ) {
+            Ok(facts) => {
+                self.collector = RecordCollector::new(Limits::new(
+                    &topics,
+                    |t| facts.max_bytes.get(t).copied(),
+                    PRODUCER_MAX_BYTES,
+                ));
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "reading topic limits"),
         }
+    }
+
+    /// A new transactional producer, retried with backoff while the
+    /// brokers do not answer (a restart, a stall): never a reason to exit.
+    fn new_producer(&mut self) -> anyhow::Result<Transactions> {
+        let id = self.producer.transactional_id.clone();
+        loop {
+            match Transactions::new(&self.config, &id) {
+                Ok(p) => return Ok(p),
+                Err(e) if !self.shutdown.is_requested() => {
+                    let delay = self.backoff.fail();
+                    self.metrics
+                        .liveness
+                        .set_unhealthy(self.name, &format!("{e:#}"));
+                    warn!(thread = self.name, error = %format!("{e:#}"), retry_in = ?delay, "starting a new transactional producer");
+                    self.pause_for(delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits, serving the consumer (heartbeats, rebalances) and beating.
+    fn pause_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.shutdown.is_requested() {
+            self.metrics.liveness.beat(self.name);
+            // Nothing is consumed while paused: every assigned partition is
+            // rewound or paused, so poll only serves callbacks.
+            let step = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            std::thread::sleep(step);
+        }
+    }
+
+    /// Drops the uncommitted batch and rewinds the partitions consumed in it
+    /// (except `gone`, no longer ours).
+    fn discard_batch(&mut self, gone: &[Partition]) -> anyhow::Result<()> {
+        self.collector.clear();
+        self.tasks.clear_buffers();
+        for p in gone {
+            self.positions.remove(p);
+        }
+        self.rewind()
+    }
+
+    /// Seeks every partition consumed since the last commit back to its
+    /// committed offset. Without the offsets a rewind cannot happen: a
+    /// broker that is slow or restarting comes back, so it is retried.
+    fn rewind(&mut self) -> anyhow::Result<()> {
         if self.positions.is_empty() {
             return Ok(());
         }
@@ -450,44 +783,78 @@ impl Core {
         for (topic, partition) in self.positions.keys() {
             tpl.add_partition(topic, *partition);
         }
-        let committed = committed_offsets(consumer, &tpl)?;
+        let committed = loop {
+            match self
+                .consumer
+                .committed_offsets(tpl.clone(), Duration::from_secs(30))
+            {
+                Ok(offsets) => break offsets,
+                Err(e) if !self.shutdown.is_requested() => {
+                    let delay = self.backoff.fail();
+                    warn!(thread = self.name, error = %e, retry_in = ?delay, "reading committed offsets to rewind");
+                    self.pause_for(delay);
+                }
+                Err(e) => return Err(e).context("reading committed offsets to rewind"),
+            }
+        };
         for elem in committed.elements() {
             let to = match elem.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
-            consumer
-                .seek(elem.topic(), elem.partition(), to, Duration::from_secs(30))
-                .with_context(|| format!("rewinding {}[{}]", elem.topic(), elem.partition()))?;
+            if let Err(e) =
+                self.consumer
+                    .seek(elem.topic(), elem.partition(), to, Duration::from_secs(30))
+            {
+                // Not assigned any more: nothing to rewind.
+                warn!(topic = elem.topic(), partition = elem.partition(), error = %e, "rewinding a partition");
+            }
         }
         self.positions.clear();
         Ok(())
     }
 
-    fn publish_task_metrics(&self) {
-        for stage in Stage::ALL {
-            for status in [TaskStatus::Restoring, TaskStatus::Running] {
-                let n = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.stage == stage && t.status == status)
-                    .count();
-                self.metrics
-                    .tasks
-                    .with_label_values(&[stage.name(), status.as_str()])
-                    .set(n as i64);
-            }
+    /// Every few seconds: state sizes, checkpoint times, state directory
+    /// cleanup, repartition purges.
+    fn housekeeping(&mut self) {
+        self.purger.maybe_purge();
+        if self.last_housekeeping.elapsed() < Duration::from_secs(5) {
+            return;
         }
-        let ready =
-            self.assigned > 0 && self.tasks.values().all(|t| t.status == TaskStatus::Running);
-        self.metrics.set_ready(ready);
+        self.last_housekeeping = Instant::now();
+        self.tasks.touch_idle();
+        self.tasks.sweep_dirs();
+        self.report_tasks();
+        self.report_state_sizes();
     }
 
-    fn publish_state_metrics(&self) {
+    fn report_tasks(&self) {
+        let summary = self.tasks.summary();
+        let mut counts = Vec::new();
+        for stage in Stage::ALL {
+            for state in TaskState::ALL {
+                counts.push((
+                    stage.name(),
+                    state.as_str(),
+                    summary.get(&(stage, state)).copied().unwrap_or(0),
+                ));
+            }
+        }
+        self.metrics.report_thread(
+            self.name,
+            ThreadStatus {
+                assigned: self.tasks.assigned(),
+                not_running: self.tasks.not_running(),
+                tasks: counts,
+            },
+        );
+    }
+
+    fn report_state_sizes(&self) {
         for stage in Stage::ALL {
             let (mut keys, mut bytes) = (0u64, 0u64);
-            for task in self.tasks.values().filter(|t| t.stage == stage) {
-                if let Some(Ok(stats)) = task.store.as_ref().map(|s| s.stats(store_spec(stage).id))
+            for task in self.tasks.tasks().filter(|t| t.id.stage == stage) {
+                if let Some(Ok(stats)) = task.store.as_ref().map(|s| s.stats(stage.def().store.id))
                 {
                     keys += stats.estimated_keys;
                     bytes += stats.live_bytes;
@@ -501,160 +868,151 @@ impl Core {
                 .state_bytes
                 .with_label_values(&[stage.name()])
                 .set(bytes as i64);
-        }
-        for p in self.restorer.progress() {
-            let stage = Stage::ALL
-                .into_iter()
-                .find(|s| self.topics.changelog(*s) == p.changelog.0);
-            if let Some(stage) = stage {
-                self.metrics
-                    .restore_remaining
-                    .with_label_values(&[stage.name()])
-                    .set(p.remaining());
-            }
-        }
-        if self.restorer.is_idle() {
-            for stage in Stage::ALL {
-                self.metrics
-                    .restore_remaining
-                    .with_label_values(&[stage.name()])
-                    .set(0);
-            }
+            let remaining: i64 = self
+                .tasks
+                .reader()
+                .progress()
+                .filter(|p| p.task.stage == stage)
+                .map(|p| p.remaining())
+                .sum();
+            self.metrics
+                .restore_remaining
+                .with_label_values(&[stage.name()])
+                .set(remaining);
         }
     }
-}
 
-/// The group's committed offsets of `tpl`. Without them a rewind cannot
-/// happen, and a broker that is slow or restarting comes back: retry for a
-/// few minutes before giving up.
-fn committed_offsets(
-    consumer: &EngineConsumer,
-    tpl: &TopicPartitionList,
-) -> anyhow::Result<TopicPartitionList> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
-            Ok(offsets) => return Ok(offsets),
-            Err(e) if Instant::now() < deadline => {
-                warn!(error = %e, "reading committed offsets to rewind; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e).context("reading committed offsets to rewind after an abort"),
-        }
-    }
-}
-
-/// Runs the stream stages until `shutdown` is requested or a fatal error.
-pub fn run(
-    config: Config,
-    pipeline: PipelineConfig,
-    metrics: Arc<Metrics>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let topics = Topics::new(&config, pipeline.topics());
-    let resources = StoreResources::new(StoreTuning {
-        block_cache_bytes: config.state.block_cache_mb << 20,
-        write_buffer_bytes: config.state.write_buffer_mb << 20,
-        ..StoreTuning::default()
-    });
-    let txn = Transactions::new(&config)?;
-    let restorer = Restorer::new(&config)?;
-    let core = Arc::new(Mutex::new(Core {
-        config: config.clone(),
-        pipeline,
-        topics: topics.clone(),
-        txn,
-        restorer,
-        purger: Purger::new(&config)?,
-        resources,
-        tasks: BTreeMap::new(),
-        positions: HashMap::new(),
-        assigned: 0,
-        recoveries: Vec::new(),
-        last_commit: Instant::now(),
-        source_times: Vec::new(),
-        metrics: metrics.clone(),
-    }));
-    let failure = Arc::new(Mutex::new(None));
-    let mut cc = config.client_config();
-    cc.set("group.id", config.group_id())
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        // Pick up source topics Debezium creates after we start.
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        // Bound the prefetch so a backlog on one stage's input does not hide
-        // another stage's records behind tens of megabytes of queue.
-        .set("queued.max.messages.kbytes", "8192")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        // Consumer lag (outbound_consumer_lag_records) comes from these statistics.
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in &config.kafka.properties {
-        cc.set(k, v);
-    }
-    let consumer: EngineConsumer = cc
-        .create_with_context(EngineContext {
-            core: core.clone(),
-            failure: failure.clone(),
-            metrics: metrics.clone(),
-        })
-        .context("creating the stream consumer")?;
-    let mut subscriptions: Vec<&str> = topics.sources.iter().map(String::as_str).collect();
-    for stage in Stage::ALL {
-        subscriptions.push(topics.input(stage));
-    }
-    consumer.subscribe(&subscriptions).context("subscribing")?;
-    info!(group = %config.group_id(), transactional_id = %config.transactional_id(), topics = ?subscriptions, "stream stages running");
-    let mut last_state_metrics = Instant::now();
-    metrics.liveness.beat("stream");
-    let result = (|| -> anyhow::Result<()> {
-        while !shutdown.is_requested() {
-            lock(&core).restore_step(&consumer)?;
-            let wait = if lock(&core).restorer.is_idle() {
-                50
-            } else {
-                0
-            };
-            match consumer.poll(Duration::from_millis(wait)) {
-                Some(Ok(m)) => lock(&core).process(&consumer, &m)?,
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
-                None => {}
-            }
-            if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                return Err(e);
-            }
-            let mut c = lock(&core);
-            if c.commit_due() {
-                // Once per commit interval, not per record: it reads two
-                // clocks and takes a lock.
-                metrics.liveness.beat("stream");
-                c.commit(&consumer)?;
-                if last_state_metrics.elapsed() >= Duration::from_secs(5) {
-                    last_state_metrics = Instant::now();
-                    c.publish_state_metrics();
+    /// Shutdown: commit what was processed if that works within the
+    /// deadline, else abort; then close every task.
+    fn close(&mut self) -> anyhow::Result<()> {
+        let deadline =
+            Instant::now() + Duration::from_millis(self.config.shutdown_deadline_ms).mul_f64(0.8);
+        let committed = if self.generation_current() {
+            match self.commit(deadline) {
+                Ok(()) => self.positions.is_empty(),
+                Err(e) => {
+                    warn!(thread = self.name, error = %format!("{e:#}"), "the last commit failed; the uncommitted work will be done again");
+                    false
                 }
             }
+        } else {
+            false
+        };
+        if !committed {
+            let _ = self.producer.abort(deadline);
         }
-        lock(&core).commit(&consumer)
-    })();
-    if let Err(e) = &result {
-        error!(error = %format!("{e:#}"), "stream stages stopping on a fatal error");
-        let _ = lock(&core).txn.abort();
+        self.tasks.close_all(committed);
+        Ok(())
     }
-    // Leave the group now rather than at session timeout.
-    consumer.unsubscribe();
-    drop(consumer);
-    info!("stream stages stopped");
-    result
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Core>();
+/// Processes one record into the collector and its task's write buffer.
+#[allow(clippy::too_many_arguments)]
+fn process(
+    pipeline: &PipelineConfig,
+    topics: &Topics,
+    tasks: &mut TaskManager,
+    collector: &mut RecordCollector,
+    positions: &mut HashMap<Partition, i64>,
+    consumer: &ThreadConsumer,
+    metrics: &Metrics,
+    m: &BorrowedMessage<'_>,
+) -> anyhow::Result<()> {
+    let input = Input {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        payload: m.payload(),
+        timestamp: m.timestamp().to_millis(),
+    };
+    let stage = topics.stage_of(input.topic);
+    collector.begin_record();
+    let result = match stage {
+        Some(stage) => {
+            let Some(task) = tasks.get_mut(stage, input.partition) else {
+                return Ok(()); // fetched before a revocation: no longer ours
+            };
+            if task.state != TaskState::Running {
+                // Fetched before the pause took effect: read it again later.
+                consumer
+                    .seek(
+                        input.topic,
+                        input.partition,
+                        Offset::Offset(input.offset),
+                        Duration::from_secs(10),
+                    )
+                    .with_context(|| {
+                        format!(
+                            "rewinding {}[{}] to {}",
+                            input.topic, input.partition, input.offset
+                        )
+                    })?;
+                return Ok(());
+            }
+            task.buffer.begin_record();
+            let mut ctx = ProcessContext {
+                pipeline,
+                topics,
+                out: collector,
+                metrics,
+            };
+            let r = {
+                let mut state = task.state()?;
+                (stage.def().process)(&mut ctx, &mut state, &input)
+            };
+            r.and_then(|()| changelog_fits(&task.buffer, stage, ctx.out))
+                .map_err(|e| {
+                    if matches!(e, ProcessError::TooLarge(_)) {
+                        task.buffer.rollback_record();
+                    }
+                    e
+                })
+        }
+        None => {
+            let mut ctx = ProcessContext {
+                pipeline,
+                topics,
+                out: collector,
+                metrics,
+            };
+            (SOURCE.process)(&mut ctx, &input)
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(ProcessError::TooLarge(e)) => {
+            collector.rollback_record();
+            let mut ctx = ProcessContext {
+                pipeline,
+                topics,
+                out: collector,
+                metrics,
+            };
+            ctx.dead_letter(&input, "record_too_large", &e.to_string());
+        }
+        Err(ProcessError::Store(e)) => {
+            return Err(anyhow::Error::new(e)).with_context(|| {
+                format!(
+                    "state failure processing {}[{}] offset {}",
+                    input.topic, input.partition, input.offset
+                )
+            })
+        }
+    }
+    positions.insert((input.topic.to_owned(), input.partition), input.offset + 1);
+    Ok(())
+}
+
+/// Whether the changelog record of the largest write the record made fits
+/// its changelog topic.
+fn changelog_fits(
+    buffer: &WriteBuffer,
+    stage: Stage,
+    out: &RecordCollector,
+) -> Result<(), ProcessError> {
+    // The changelog key is the store key with one more byte.
+    Ok(out
+        .limits()
+        .check_changelog(stage, buffer.largest_write() + 1)?)
 }

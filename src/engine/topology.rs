@@ -1,5 +1,8 @@
-//! The topology of DESIGN.md §3 as data: the stages, the topics between them,
-//! and creating those topics with the right settings at startup.
+//! The topology of DESIGN.md §3 as data: a table of the stages — the topic
+//! each reads, the store it keeps, the processor that turns one record into
+//! outputs, and the outputs it writes — that the task manager, the record
+//! collector and the topic setup all read, instead of each matching on a
+//! stage.
 //!
 //! ```text
 //! source topics ─rekey─▶ <app>-rekey ─join─▶ <app>-detail-changes ─details─▶ <app>-details
@@ -10,275 +13,153 @@
 //! orders — and so between join partitions — the newest version of its
 //! document wins, whatever order the two join tasks commit in.
 
-use std::time::Duration;
+use outbound_state::{StoreId, StoreSpec};
 
-use anyhow::{bail, Context};
-use rdkafka::admin::{
-    AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
-    TopicReplication,
-};
-use rdkafka::client::DefaultClientContext;
-use tracing::{info, warn};
+use super::processors::{self, SourceProcessor, StageProcessor};
+use super::topics::TopicKind;
 
-use crate::config::Config;
-
-/// A stateful stage: reads one internal topic, keeps a task store per
-/// partition mirrored to a changelog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stage {
-    Join,
-    Details,
-    Aggregate,
+/// A topic the stages write, and how the record collector keeps its records
+/// within one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Output {
+    Rekey = 0,
+    DetailChanges = 1,
+    RollupDeltas = 2,
+    Details = 3,
+    Rollups = 4,
+    DeadLetter = 5,
 }
+
+/// How the records of one output are kept between two commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coalesce {
+    /// Every record, in order: change records carry before and after
+    /// images and must all arrive; dead letters are each a record lost.
+    Append,
+    /// The last value per key: compacted outputs keep nothing else.
+    LastPerKey,
+    /// Deltas to one rollup key, summed: the aggregate stage adds them up.
+    Sum,
+    /// Per document id, the change the details stage would keep of them all.
+    Newest,
+}
+
+impl Output {
+    pub const ALL: [Output; 6] = [
+        Output::Rekey,
+        Output::DetailChanges,
+        Output::RollupDeltas,
+        Output::Details,
+        Output::Rollups,
+        Output::DeadLetter,
+    ];
+
+    /// `<app>-<suffix>` is the topic; also the `output` label of metrics.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Output::Rekey => "rekey",
+            Output::DetailChanges => "detail-changes",
+            Output::RollupDeltas => "rollup-deltas",
+            Output::Details => "details",
+            Output::Rollups => "rollups",
+            Output::DeadLetter => "dlq",
+        }
+    }
+
+    pub fn coalesce(self) -> Coalesce {
+        match self {
+            Output::Rekey | Output::DeadLetter => Coalesce::Append,
+            Output::DetailChanges => Coalesce::Newest,
+            Output::RollupDeltas => Coalesce::Sum,
+            Output::Details | Output::Rollups => Coalesce::LastPerKey,
+        }
+    }
+
+    pub fn topic_kind(self) -> TopicKind {
+        match self {
+            Output::Rekey | Output::DetailChanges | Output::RollupDeltas => TopicKind::Repartition,
+            Output::Details | Output::Rollups => TopicKind::Compacted,
+            Output::DeadLetter => TopicKind::DeadLetter,
+        }
+    }
+}
+
+/// One stateful stage.
+pub struct StageDef {
+    pub name: &'static str,
+    /// The internal topic it reads, partitioned as its state is.
+    pub input: Output,
+    /// Its task store (the id is the first byte of every changelog key).
+    pub store: StoreSpec,
+    pub process: StageProcessor,
+    pub outputs: &'static [Output],
+}
+
+/// The stateless first stage: source topics in.
+pub struct SourceDef {
+    pub name: &'static str,
+    pub process: SourceProcessor,
+    pub outputs: &'static [Output],
+}
+
+pub static SOURCE: SourceDef = SourceDef {
+    name: "rekey",
+    process: processors::rekey,
+    outputs: &[Output::Rekey],
+};
+
+/// The stateful stages, in topology order. Store ids are stable: changing
+/// one would make every changelog unreadable.
+pub static STAGES: [StageDef; 3] = [
+    StageDef {
+        name: "join",
+        input: Output::Rekey,
+        store: StoreSpec {
+            id: StoreId(1),
+            name: "join",
+        },
+        process: processors::join,
+        outputs: &[Output::DetailChanges, Output::RollupDeltas],
+    },
+    StageDef {
+        name: "details",
+        input: Output::DetailChanges,
+        store: StoreSpec {
+            id: StoreId(2),
+            name: "details",
+        },
+        process: processors::details,
+        outputs: &[Output::Details],
+    },
+    StageDef {
+        name: "aggregate",
+        input: Output::RollupDeltas,
+        store: StoreSpec {
+            id: StoreId(3),
+            name: "counters",
+        },
+        process: processors::aggregate,
+        outputs: &[Output::Rollups],
+    },
+];
+
+/// A stateful stage: an index into [`STAGES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Stage(u8);
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Join, Stage::Details, Stage::Aggregate];
+    pub const ALL: [Stage; 3] = [Stage(0), Stage(1), Stage(2)];
+
+    pub fn def(self) -> &'static StageDef {
+        &STAGES[self.0 as usize]
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Stage::Join => "join",
-            Stage::Details => "details",
-            Stage::Aggregate => "aggregate",
-        }
-    }
-}
-
-/// Every topic name of one app id.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub sources: Vec<String>,
-    pub rekey: String,
-    pub detail_changes: String,
-    pub rollup_deltas: String,
-    pub details: String,
-    pub rollups: String,
-    pub dead_letter: String,
-    pub partitions: i32,
-    app_id: String,
-}
-
-impl Topics {
-    pub fn new(config: &Config, sources: Vec<String>) -> Self {
-        Self {
-            sources,
-            rekey: config.topic("rekey"),
-            detail_changes: config.topic("detail-changes"),
-            rollup_deltas: config.topic("rollup-deltas"),
-            details: config.topic("details"),
-            rollups: config.topic("rollups"),
-            dead_letter: config.topic("dlq"),
-            partitions: config.kafka.partitions,
-            app_id: config.app_id.clone(),
-        }
+        self.def().name
     }
 
-    /// The input topic of a stateful stage.
-    pub fn input(&self, stage: Stage) -> &str {
-        match stage {
-            Stage::Join => &self.rekey,
-            Stage::Details => &self.detail_changes,
-            Stage::Aggregate => &self.rollup_deltas,
-        }
-    }
-
-    pub fn changelog(&self, stage: Stage) -> String {
-        format!("{}-{}-changelog", self.app_id, stage.name())
-    }
-
-    /// The stage whose input `topic` is, if any.
-    pub fn stage_of(&self, topic: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|s| self.input(*s) == topic)
-    }
-
-    /// The topics this app creates, with their kind.
-    fn owned(&self) -> Vec<(String, TopicKind)> {
-        let mut out = vec![
-            (self.rekey.clone(), TopicKind::Repartition),
-            (self.detail_changes.clone(), TopicKind::Repartition),
-            (self.rollup_deltas.clone(), TopicKind::Repartition),
-            (self.details.clone(), TopicKind::Compacted),
-            (self.rollups.clone(), TopicKind::Compacted),
-            (self.dead_letter.clone(), TopicKind::DeadLetter),
-        ];
-        out.extend(Stage::ALL.map(|s| (self.changelog(s), TopicKind::Compacted)));
-        out
-    }
-}
-
-/// How a topic is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TopicKind {
-    /// Between stages. Records carry their source change's timestamp, which
-    /// may be days or years old (a snapshot, a replay): time retention would
-    /// delete records not yet processed. So no retention; the engine purges
-    /// what its stages have committed (`kafka.purge_interval_ms`), as Kafka
-    /// Streams does for its repartition topics.
-    Repartition,
-    /// Changelogs and outputs: the latest record per key, kept forever.
-    Compacted,
-    /// Retention counts from when a record was dead-lettered (the broker's
-    /// append time); its original timestamp is in a header.
-    DeadLetter,
-}
-
-impl TopicKind {
-    fn configs(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            TopicKind::Repartition => &[
-                ("cleanup.policy", "delete"),
-                ("retention.ms", "-1"),
-                ("retention.bytes", "-1"),
-            ],
-            TopicKind::Compacted => &[
-                ("cleanup.policy", "compact"),
-                // Keep tombstones long enough for a slow restore to see them.
-                ("delete.retention.ms", "86400000"),
-                ("min.compaction.lag.ms", "0"),
-            ],
-            TopicKind::DeadLetter => &[
-                ("cleanup.policy", "delete"),
-                ("message.timestamp.type", "LogAppendTime"),
-                // Room for a refused record of up to MAX_DEAD_LETTER_BYTES
-                // (processors.rs) with its headers.
-                ("max.message.bytes", "17825792"),
-            ],
-        }
-    }
-}
-
-/// Creates the internal, changelog and output topics when missing, and
-/// refuses to start when one exists with another partition count: state and
-/// routing are partitioned by it, so a silent mismatch would corrupt results.
-pub async fn ensure_topics(config: &Config, topics: &Topics) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client_config()
-        .create()
-        .context("creating the Kafka admin client")?;
-    let timeout = Duration::from_secs(30);
-    let owned = topics.owned();
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, timeout)
-        .with_context(|| {
-            format!(
-                "reading topic metadata from {}",
-                config.kafka.bootstrap_servers
-            )
-        })?;
-    let existing: std::collections::HashMap<&str, usize> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| (t.name(), t.partitions().len()))
-        .collect();
-    for (name, _) in &owned {
-        if let Some(&n) = existing.get(name.as_str()) {
-            if n as i32 != topics.partitions {
-                bail!(
-                    "topic {name} has {n} partitions but kafka.partitions = {}: state and routing \
-                     are partitioned by it. Either set kafka.partitions = {n}, or reset the app: \
-                     delete every topic named {}-* and the state directory {}",
-                    topics.partitions,
-                    config.app_id,
-                    config.state.dir.display()
-                );
-            }
-        }
-    }
-    let missing: Vec<&(String, TopicKind)> = owned
-        .iter()
-        .filter(|(n, _)| !existing.contains_key(n.as_str()))
-        .collect();
-    warn_on_time_retention(&admin, &owned, &existing).await;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    // The outputs keep tombstones as long as configured: the sink must see
-    // every delete, however far behind it is (kafka.delete_retention_ms).
-    let output_retention = config.kafka.delete_retention_ms.to_string();
-    let new_topics: Vec<NewTopic> = missing
-        .iter()
-        .map(|(name, kind)| {
-            let output = *name == topics.details || *name == topics.rollups;
-            let topic = kind
-                .configs()
-                .iter()
-                .filter(|(k, _)| !(output && *k == "delete.retention.ms"))
-                .fold(
-                    NewTopic::new(
-                        name,
-                        topics.partitions,
-                        TopicReplication::Fixed(config.kafka.replication_factor),
-                    ),
-                    |t, (k, v)| t.set(k, v),
-                );
-            match output {
-                true => topic.set("delete.retention.ms", &output_retention),
-                false => topic,
-            }
-        })
-        .collect();
-    let results = admin
-        .create_topics(
-            new_topics.iter(),
-            &AdminOptions::new().operation_timeout(Some(timeout)),
-        )
-        .await
-        .context("creating topics")?;
-    for result in results {
-        match result {
-            Ok(name) => info!(topic = %name, partitions = topics.partitions, "created topic"),
-            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                info!(topic = %name, "topic created concurrently by another instance")
-            }
-            Err((name, code)) => bail!("creating topic {name}: {code}"),
-        }
-    }
-    Ok(())
-}
-
-/// Repartition topics created by another tool (or an older version) may
-/// delete unprocessed records by time: say so, with the fix.
-async fn warn_on_time_retention(
-    admin: &AdminClient<DefaultClientContext>,
-    owned: &[(String, TopicKind)],
-    existing: &std::collections::HashMap<&str, usize>,
-) {
-    let specs: Vec<ResourceSpecifier<'_>> = owned
-        .iter()
-        .filter(|(n, k)| *k == TopicKind::Repartition && existing.contains_key(n.as_str()))
-        .map(|(n, _)| ResourceSpecifier::Topic(n))
-        .collect();
-    if specs.is_empty() {
-        return;
-    }
-    let results = match admin
-        .describe_configs(specs.iter(), &AdminOptions::new())
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "could not read the configs of the repartition topics");
-            return;
-        }
-    };
-    for resource in results.into_iter().flatten() {
-        let retention = resource
-            .get("retention.ms")
-            .and_then(|e| e.value.clone())
-            .unwrap_or_default();
-        if retention != "-1" {
-            let topic = match &resource.specifier {
-                OwnedResourceSpecifier::Topic(t) => t.clone(),
-                other => format!("{other:?}"),
-            };
-            warn!(
-                %topic, %retention,
-                "repartition topic has time retention: records older than retention.ms by their \
-                 source timestamp may be deleted before they are processed; set retention.ms=-1 \
-                 (kafka-configs --alter --entity-type topics --entity-name <topic> --add-config retention.ms=-1)"
-            );
-        }
+    pub fn index(self) -> usize {
+        self.0 as usize
     }
 }
 
@@ -286,55 +167,23 @@ async fn warn_on_time_retention(
 mod tests {
     use super::*;
 
-    fn kinds() -> Vec<(String, TopicKind)> {
-        let config = Config::default();
-        Topics::new(&config, vec!["outbound.orders.order_demo".into()]).owned()
-    }
-
-    fn config_of(kind: TopicKind, key: &str) -> Option<&'static str> {
-        kind.configs()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-    }
-
     #[test]
-    fn stage_inputs_are_repartition_topics_without_time_retention() {
-        let topics = Topics::new(&Config::default(), Vec::new());
-        let owned = kinds();
-        for stage in Stage::ALL {
-            let (_, kind) = owned
-                .iter()
-                .find(|(n, _)| n == topics.input(stage))
-                .expect("stage input is created");
-            assert_eq!(*kind, TopicKind::Repartition, "{}", stage.name());
-            assert_eq!(config_of(*kind, "retention.ms"), Some("-1"));
-            assert_eq!(config_of(*kind, "cleanup.policy"), Some("delete"));
+    fn the_table_is_consistent() {
+        assert_eq!(Stage::ALL.len(), STAGES.len());
+        let mut ids: Vec<u8> = STAGES.iter().map(|s| s.store.id.0).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), STAGES.len(), "store ids are distinct");
+        for s in &STAGES {
+            assert_eq!(s.input.topic_kind(), TopicKind::Repartition, "{}", s.name);
         }
-    }
-
-    #[test]
-    fn changelogs_and_outputs_are_compacted_and_dead_letters_keep_append_time() {
-        let topics = Topics::new(&Config::default(), Vec::new());
-        let owned = kinds();
-        let kind_of = |name: &str| owned.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
-        for name in Stage::ALL
-            .map(|s| topics.changelog(s))
-            .into_iter()
-            .chain([topics.details.clone(), topics.rollups.clone()])
-        {
-            assert_eq!(kind_of(&name), Some(TopicKind::Compacted), "{name}");
+        // Each internal topic is written by the stage before the one reading it.
+        assert!(SOURCE.outputs.contains(&STAGES[0].input));
+        assert!(STAGES[0].outputs.contains(&STAGES[1].input));
+        assert!(STAGES[0].outputs.contains(&STAGES[2].input));
+        // Only the rekey topic's change records are never coalesced.
+        assert_eq!(Output::Rekey.coalesce(), Coalesce::Append);
+        for (i, o) in Output::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
         }
-        assert_eq!(
-            config_of(TopicKind::Compacted, "cleanup.policy"),
-            Some("compact")
-        );
-        assert_eq!(kind_of(&topics.dead_letter), Some(TopicKind::DeadLetter));
-        assert_eq!(
-            config_of(TopicKind::DeadLetter, "message.timestamp.type"),
-            Some("LogAppendTime")
-        );
-        // Source topics belong to Debezium: never created or configured here.
-        assert_eq!(kind_of("outbound.orders.order_demo"), None);
     }
 }

@@ -1,8 +1,18 @@
-//! The instance's transactional producer: rust-rdkafka's
+//! The stream thread's transactional producer: rust-rdkafka's
 //! consume → produce → `send_offsets_to_transaction` → `commit_transaction`
-//! idiom, batched per commit interval. It begins a transaction lazily at the
-//! first send, and learns from delivery reports the changelog offsets each
-//! commit reaches, which the task stores checkpoint once the commit succeeds.
+//! idiom, batched per commit interval. A Kafka transaction is open only while
+//! a commit runs — the record collector holds the records until then — so
+//! no rebalance callback ever runs inside one, and a lost assignment never
+//! finds one half done.
+//!
+//! Delivery reports tell which offsets the changelog records reached: each
+//! changelog partition is registered ([`Transactions::register_changelog`])
+//! and its records carry their registration's slot as the delivery opaque.
+//!
+//! Failures are sorted ([`TxnError`]) into what a rewind fixes, what no
+//! retry will fix (a record a topic refuses for good), a fence (another live
+//! producer with our transactional id, or the coordinator timing our
+//! transaction out during a stall) and other fatal producer errors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,44 +22,48 @@ use anyhow::Context;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tracing::warn;
 
+use super::record_collector::Record;
 use crate::config::Config;
+
+/// The producer's `message.max.bytes`: room for the largest dead letter.
+pub const PRODUCER_MAX_BYTES: usize = super::topics::DEAD_LETTER_MAX_BYTES + 64 * 1024;
 
 /// Delivery reports of the open transaction.
 #[derive(Default)]
 struct Deliveries {
-    /// Highest delivered offset per tracked (changelog) topic partition.
-    reached: HashMap<(String, i32), i64>,
-    failures: Vec<String>,
+    /// Highest delivered offset per registered changelog slot.
+    reached: HashMap<usize, i64>,
+    failures: Vec<(String, i32, RDKafkaErrorCode)>,
 }
 
 pub struct TxnContext {
-    tracked_suffix: String,
     deliveries: Arc<Mutex<Deliveries>>,
 }
 
 impl ClientContext for TxnContext {}
 
 impl ProducerContext for TxnContext {
-    type DeliveryOpaque = ();
+    /// 0: not a changelog record; n: the changelog registered in slot n − 1.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
         let mut d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok(m) if m.topic().ends_with(&self.tracked_suffix) => {
-                let e = d
-                    .reached
-                    .entry((m.topic().to_owned(), m.partition()))
-                    .or_insert(-1);
+            Ok(m) if slot > 0 => {
+                let e = d.reached.entry(slot - 1).or_insert(-1);
                 *e = (*e).max(m.offset());
             }
             Ok(_) => {}
-            Err((e, m)) => d
-                .failures
-                .push(format!("{}[{}]: {e}", m.topic(), m.partition())),
+            Err((e, m)) => {
+                let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                d.failures.push((m.topic().to_owned(), m.partition(), code));
+            }
         }
     }
 }
@@ -57,22 +71,50 @@ impl ProducerContext for TxnContext {
 /// Why a commit did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
-    /// The transaction was aborted: its outputs are invisible, the consumed
-    /// offsets not committed. Rewind and process again.
+    /// The transaction was aborted: nothing of it is visible and the
+    /// consumed offsets did not move. Rewind and process again.
     #[error("transaction aborted: {0}")]
     Aborted(String),
-    /// The producer is fenced or broken for good (another instance took over
-    /// this transactional id, or the group generation moved on). The process
-    /// must stop; a restart re-initialises cleanly.
+    /// A topic refused a record for good (too large, invalid, not
+    /// authorised): the transaction was aborted, and retrying will not help.
+    #[error(
+        "{topic}[{partition}] refused a record for good ({code}); the transaction was aborted"
+    )]
+    Refused {
+        topic: String,
+        partition: i32,
+        code: RDKafkaErrorCode,
+    },
+    /// The producer was fenced: another producer initialised our
+    /// transactional id, or the coordinator aborted our transaction after it
+    /// outlived `transaction.timeout.ms`. `open_for`: how long our
+    /// transaction had been open (0 when none was).
+    #[error("transactional producer fenced after its transaction was open {open_for:?}: {reason}")]
+    Fenced { open_for: Duration, reason: String },
+    /// The producer cannot go on (a fatal idempotence error, a commit whose
+    /// outcome is unknown).
     #[error("transactional producer failed for good: {0}")]
     Fatal(String),
+}
+
+impl TxnError {
+    /// Whether the transaction may have committed although the call failed:
+    /// the stores must then catch up from their changelogs.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, TxnError::Fenced { .. } | TxnError::Fatal(_))
+    }
 }
 
 pub struct Transactions {
     producer: BaseProducer<TxnContext>,
     deliveries: Arc<Mutex<Deliveries>>,
-    open: bool,
+    /// (topic, partition) of each registered changelog slot.
+    changelogs: Vec<(String, i32)>,
+    slots: HashMap<(String, i32), usize>,
+    open_since: Option<Instant>,
+    /// Bound of each producer call.
     timeout: Duration,
+    pub transactional_id: String,
 }
 
 /// What a successful commit reached.
@@ -85,15 +127,14 @@ pub struct Committed {
 
 impl Transactions {
     /// Creates the producer and initialises transactions, fencing any earlier
-    /// incarnation of this instance and aborting its open transaction.
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    /// incarnation of this transactional id and aborting its open transaction.
+    pub fn new(config: &Config, transactional_id: &str) -> anyhow::Result<Self> {
         let deliveries = Arc::new(Mutex::new(Deliveries::default()));
         let context = TxnContext {
-            tracked_suffix: "-changelog".into(),
             deliveries: deliveries.clone(),
         };
         let mut cc = config.client_config();
-        cc.set("transactional.id", config.transactional_id())
+        cc.set("transactional.id", transactional_id)
             .set(
                 "transaction.timeout.ms",
                 config.kafka.transaction_timeout_ms.to_string(),
@@ -103,7 +144,7 @@ impl Transactions {
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
             // A dead-lettered record is kept whole up to 16 MiB (plus headers).
-            .set("message.max.bytes", "17825792")
+            .set("message.max.bytes", PRODUCER_MAX_BYTES.to_string())
             // Right after a commit the coordinator answers AddPartitionsToTxn
             // with CONCURRENT_TRANSACTIONS until the markers are written;
             // librdkafka's default backoff (100 ms growing to 1 s) would
@@ -118,102 +159,144 @@ impl Transactions {
             .context("creating the transactional producer")?;
         let timeout = Duration::from_secs(60);
         producer.init_transactions(timeout).with_context(|| {
-            format!(
-                "initialising transactions for transactional.id {}",
-                config.transactional_id()
-            )
+            format!("initialising transactions for transactional.id {transactional_id}")
         })?;
         Ok(Self {
             producer,
             deliveries,
-            open: false,
+            changelogs: Vec::new(),
+            slots: HashMap::new(),
+            open_since: None,
             timeout,
+            transactional_id: transactional_id.to_owned(),
         })
     }
 
-    pub fn is_open(&self) -> bool {
-        self.open
+    /// Makes a changelog partition's delivered offsets known to commits.
+    pub fn register_changelog(&mut self, topic: &str, partition: i32) -> usize {
+        let key = (topic.to_owned(), partition);
+        if let Some(slot) = self.slots.get(&key) {
+            return *slot;
+        }
+        let slot = self.changelogs.len();
+        self.changelogs.push(key.clone());
+        self.slots.insert(key, slot);
+        slot
     }
 
-    /// Begins a transaction unless one is open (a commit needs one even when
-    /// only consumed offsets moved).
-    pub fn ensure_open(&mut self) -> Result<(), TxnError> {
-        if !self.open {
-            self.producer.begin_transaction().map_err(classify)?;
-            self.open = true;
+    pub fn is_open(&self) -> bool {
+        self.open_since.is_some()
+    }
+
+    fn open_for(&self) -> Duration {
+        self.open_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn classify(&self, e: KafkaError) -> TxnError {
+        match &e {
+            KafkaError::Transaction(t) if fenced(t.code()) => TxnError::Fenced {
+                open_for: self.open_for(),
+                reason: e.to_string(),
+            },
+            KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal(e.to_string()),
+            _ => TxnError::Aborted(e.to_string()),
+        }
+    }
+
+    /// Begins a transaction.
+    fn begin(&mut self) -> Result<(), TxnError> {
+        if self.open_since.is_none() {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.classify(e))?;
+            self.open_since = Some(Instant::now());
         }
         Ok(())
     }
 
-    /// Sends one record inside the open transaction (beginning one if needed),
-    /// waiting for queue space when librdkafka's buffer is full.
-    pub fn send(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        timestamp_ms: Option<i64>,
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), TxnError> {
-        self.ensure_open()?;
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).partition(partition).key(key);
-        if let Some(v) = value {
+    /// Sends one record in the open transaction, waiting for queue space
+    /// when librdkafka's buffer is full.
+    fn send(&mut self, topic: &str, r: &Record, slot: usize) -> Result<(), TxnError> {
+        let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, slot)
+            .partition(r.partition)
+            .key(&r.key);
+        if let Some(v) = &r.value {
             record = record.payload(v);
         }
-        if let Some(ts) = timestamp_ms.filter(|t| *t > 0) {
+        if let Some(ts) = r.timestamp.filter(|t| *t > 0) {
             record = record.timestamp(ts);
         }
-        if let Some(h) = headers {
-            record = record.headers(h);
+        if !r.headers.is_empty() {
+            let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_str()),
+                })
+            });
+            record = record.headers(headers);
         }
+        let deadline = Instant::now() + self.timeout;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    record = back;
                     self.producer.poll(Duration::from_millis(5));
+                }
+                Err((KafkaError::MessageProduction(code), _)) if refused_for_good(code) => {
+                    return Err(TxnError::Refused {
+                        topic: topic.to_owned(),
+                        partition: r.partition,
+                        code,
+                    })
                 }
                 Err((e, _)) => {
                     return Err(TxnError::Aborted(format!(
-                        "producing to {topic}[{partition}]: {e}"
+                        "producing to {topic}[{}]: {e}",
+                        r.partition
                     )))
                 }
             }
         }
     }
 
-    /// Serves delivery reports; call regularly while processing.
-    pub fn poll(&self) {
-        self.producer.poll(Duration::ZERO);
-    }
-
-    /// Commits the open transaction with the consumed `offsets`. On an
-    /// abortable failure the transaction is aborted and `Aborted` returned.
+    /// Runs one transaction: `records` (each with its topic), the changelog
+    /// records (`(slot, record)`), then the consumed `offsets` with the
+    /// group metadata, and the commit — all within `deadline`. `between`
+    /// runs after everything is delivered and before the commit (a test
+    /// failpoint). On a failure that leaves the producer usable the
+    /// transaction is aborted.
     pub fn commit(
         &mut self,
+        records: &[(String, Record)],
+        changelog: &[(usize, Record)],
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
+        deadline: Instant,
+        between: impl FnOnce(),
     ) -> Result<Committed, TxnError> {
         let started = Instant::now();
-        if !self.open {
-            return Ok(Committed::default());
-        }
-        let result = self.try_commit(offsets, group);
+        let result = self.try_commit(records, changelog, offsets, group, deadline, between);
         match result {
             Ok(()) => {
-                self.open = false;
+                self.open_since = None;
                 let mut d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
                 let reached = std::mem::take(&mut d.reached);
                 Ok(Committed {
-                    changelog_next: reached.into_iter().map(|(k, v)| (k, v + 1)).collect(),
+                    changelog_next: reached
+                        .into_iter()
+                        .filter_map(|(slot, offset)| {
+                            Some((self.changelogs.get(slot)?.clone(), offset + 1))
+                        })
+                        .collect(),
                     duration: started.elapsed(),
                 })
             }
-            Err(TxnError::Aborted(reason)) => {
-                self.abort()?;
-                Err(TxnError::Aborted(reason))
+            Err(e @ (TxnError::Aborted(_) | TxnError::Refused { .. })) => {
+                self.abort(deadline)?;
+                Err(e)
             }
             Err(fatal) => Err(fatal),
         }
@@ -221,33 +304,76 @@ impl Transactions {
 
     fn try_commit(
         &mut self,
+        records: &[(String, Record)],
+        changelog: &[(usize, Record)],
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
+        deadline: Instant,
+        between: impl FnOnce(),
     ) -> Result<(), TxnError> {
+        self.begin()?;
+        for (topic, r) in records {
+            self.send(topic, r, 0)?;
+            self.producer.poll(Duration::ZERO);
+        }
+        for (slot, r) in changelog {
+            let topic = self
+                .changelogs
+                .get(*slot)
+                .map(|(t, _)| t.clone())
+                .ok_or_else(|| {
+                    TxnError::Fatal(format!("changelog slot {slot} is not registered"))
+                })?;
+            self.send(&topic, r, slot + 1)?;
+            self.producer.poll(Duration::ZERO);
+        }
         // Flushing serves every delivery report, so failures and changelog
         // offsets are known before the commit decision.
-        self.flush()?;
+        self.flush(deadline)?;
         {
             let d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((topic, partition, code)) =
+                d.failures.iter().find(|f| refused_for_good(f.2))
+            {
+                return Err(TxnError::Refused {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    code: *code,
+                });
+            }
             if !d.failures.is_empty() {
+                let list: Vec<String> = d
+                    .failures
+                    .iter()
+                    .take(5)
+                    .map(|(t, p, c)| format!("{t}[{p}]: {c}"))
+                    .collect();
                 return Err(TxnError::Aborted(format!(
-                    "undelivered records: {}",
-                    d.failures.join("; ")
+                    "{} records undelivered: {}",
+                    d.failures.len(),
+                    list.join("; ")
                 )));
             }
         }
+        between();
         if offsets.count() > 0 {
             self.producer
-                .send_offsets_to_transaction(offsets, group, self.timeout)
-                .map_err(classify)?;
+                .send_offsets_to_transaction(offsets, group, remaining(deadline))
+                .map_err(|e| self.classify(e))?;
         }
         loop {
-            match self.producer.commit_transaction(self.timeout) {
+            match self.producer.commit_transaction(remaining(deadline)) {
                 Ok(()) => return Ok(()),
-                Err(e) => match retriable(&e) {
-                    true => warn!(error = %e, "commit_transaction failed retriably; retrying"),
-                    false => return Err(classify(e)),
-                },
+                Err(KafkaError::Transaction(t))
+                    if t.is_retriable() && Instant::now() < deadline =>
+                {
+                    warn!(error = %t, "commit_transaction failed retriably; retrying");
+                }
+                // A commit that timed out may still complete: its outcome is unknown.
+                Err(KafkaError::Transaction(t)) if t.is_retriable() => {
+                    return Err(TxnError::Fatal(format!("commit outcome unknown: {t}")))
+                }
+                Err(e) => return Err(self.classify(e)),
             }
         }
     }
@@ -256,14 +382,12 @@ impl Transactions {
     /// `flush` polls in fixed 100 ms slices (its `poll` always waits out its
     /// timeout), which would put a 100 ms floor under every commit; this
     /// polls in 1 ms slices instead.
-    fn flush(&self) -> Result<(), TxnError> {
-        let deadline = Instant::now() + self.timeout;
+    fn flush(&self, deadline: Instant) -> Result<(), TxnError> {
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(TxnError::Aborted(format!(
-                    "{} records still undelivered after {:?}",
+                    "{} records still undelivered when the commit's time ran out",
                     self.producer.in_flight_count(),
-                    self.timeout
                 )));
             }
             // A zero-timeout flush skips linger.ms for what is queued now;
@@ -274,16 +398,41 @@ impl Transactions {
         Ok(())
     }
 
-    /// Aborts the open transaction and forgets its delivery reports.
-    pub fn abort(&mut self) -> Result<(), TxnError> {
-        if self.open {
+    /// Aborts the open transaction (if any) and forgets its delivery reports.
+    ///
+    /// The abort gets a few seconds of its own: the commit that failed may
+    /// have spent the deadline (its records timing out on a slow broker),
+    /// and an abort given 1 ms fails, which would cost a new producer and a
+    /// restore of every task. librdkafka's abort waits for the outstanding
+    /// records, whose delivery reports a `BaseProducer` serves only when
+    /// polled, and is resumable after a timeout: purge them, serve their
+    /// reports, and call it again until it completes or its time is up.
+    pub fn abort(&mut self, deadline: Instant) -> Result<(), TxnError> {
+        if self.open_since.is_some() {
+            let deadline = deadline.max(Instant::now() + ABORT_AT_LEAST);
             self.producer
-                .abort_transaction(self.timeout)
-                .map_err(|e| match classify(e) {
-                    TxnError::Aborted(r) => TxnError::Fatal(format!("abort failed: {r}")),
-                    fatal => fatal,
-                })?;
-            self.open = false;
+                .purge(PurgeConfig::default().queue().inflight());
+            loop {
+                self.producer.poll(Duration::ZERO);
+                let slice = remaining(deadline).min(Duration::from_millis(500));
+                match self.producer.abort_transaction(slice) {
+                    Ok(()) => break,
+                    Err(KafkaError::Transaction(t))
+                        if t.is_retriable() && !t.is_fatal() && Instant::now() < deadline =>
+                    {
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        let e = match self.classify(e) {
+                            TxnError::Aborted(r) => TxnError::Fatal(format!("abort failed: {r}")),
+                            other => other,
+                        };
+                        self.open_since = None;
+                        return Err(e);
+                    }
+                }
+            }
+            self.open_since = None;
         }
         let mut d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
         *d = Deliveries::default();
@@ -291,79 +440,37 @@ impl Transactions {
     }
 }
 
-fn retriable(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::Transaction(t) if t.is_retriable())
+/// The least time an abort is given, however late it starts.
+const ABORT_AT_LEAST: Duration = Duration::from_secs(5);
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
 }
 
-/// Sorts a transactional API error into abort-and-retry or fatal.
-fn classify(e: KafkaError) -> TxnError {
-    match &e {
-        KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal(e.to_string()),
-        KafkaError::Transaction(t) if t.txn_requires_abort() => TxnError::Aborted(e.to_string()),
-        KafkaError::Transaction(t) if t.is_retriable() => TxnError::Aborted(e.to_string()),
-        KafkaError::Transaction(t)
-            if matches!(
-                t.code(),
-                RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
-            ) =>
-        {
-            TxnError::Fatal(e.to_string())
-        }
-        _ => TxnError::Aborted(e.to_string()),
-    }
+/// Another producer initialised our transactional id (or the coordinator
+/// bumped our epoch when it timed our transaction out).
+fn fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::Fenced
+    )
 }
 
-/// Headers naming a record's source position: `outbound.source.topic`,
-/// `outbound.source.partition`, `outbound.source.offset`.
-pub fn source_headers(topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(3)
-        .insert(Header {
-            key: "outbound.source.topic",
-            value: Some(topic),
-        })
-        .insert(Header {
-            key: "outbound.source.partition",
-            value: Some(&partition.to_string()),
-        })
-        .insert(Header {
-            key: "outbound.source.offset",
-            value: Some(&offset.to_string()),
-        })
-}
-
-/// Headers of a dead-letter record: why it failed and where it came from.
-/// The dead-letter topic keeps append times (retention counts from the
-/// failure); the record's own timestamp goes in `outbound.source.timestamp`.
-pub fn dead_letter_headers(
-    reason: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    timestamp_ms: Option<i64>,
-) -> OwnedHeaders {
-    let timestamp = timestamp_ms.map(|t| t.to_string());
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "outbound.error",
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "outbound.source.topic",
-            value: Some(topic),
-        })
-        .insert(Header {
-            key: "outbound.source.partition",
-            value: Some(&partition.to_string()),
-        })
-        .insert(Header {
-            key: "outbound.source.offset",
-            value: Some(&offset.to_string()),
-        });
-    match &timestamp {
-        Some(ts) => headers.insert(Header {
-            key: "outbound.source.timestamp",
-            value: Some(ts.as_str()),
-        }),
-        None => headers,
-    }
+/// Errors a retry cannot fix: the record itself, or our rights on the topic.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+    )
 }

@@ -2,9 +2,13 @@
 //!
 //! - `GET /metrics`: the Prometheus text exposition of [`Metrics`];
 //! - `GET /healthz`: liveness, 200 while every loop that reports heartbeats
-//!   ([`Liveness::beat`]) has iterated within [`STALL_AFTER`], else 503;
+//!   ([`Liveness::beat`]) has iterated within [`STALL_AFTER`], none has
+//!   failed for good ([`Liveness::fail`]) and none has been failing for a
+//!   while ([`Liveness::set_unhealthy`]: retrying a broker that does not
+//!   answer), else 503 with the reason;
 //! - `GET /readyz`: readiness, 200 only when [`Metrics::is_ready`] (tasks
-//!   assigned, none restoring) and no shutdown is under way, else 503;
+//!   assigned, every one running) and no shutdown is under way, else 503;
+//!   the body says which tasks are not running yet and in which state;
 //! - `GET /healthz/sink`: the Elasticsearch sink's own health (200, 503 with
 //!   the reason, 404 without a sink in the process): an Elasticsearch
 //!   problem fails this, never `/healthz` (see `sink/health.rs`).
@@ -42,6 +46,8 @@ pub const STALL_AFTER: Duration = Duration::from_secs(120);
 pub struct Liveness {
     heartbeat: GaugeVec,
     last: Mutex<BTreeMap<&'static str, Instant>>,
+    /// Loops failing (retrying) or failed, with why; a failed one for good.
+    trouble: Mutex<BTreeMap<String, (String, bool)>>,
 }
 
 impl Liveness {
@@ -60,7 +66,42 @@ impl Liveness {
         Self {
             heartbeat,
             last: Mutex::new(BTreeMap::new()),
+            trouble: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// `name` has been failing for a while and keeps retrying: `/healthz`
+    /// says so until [`Liveness::clear_unhealthy`].
+    pub fn set_unhealthy(&self, name: &str, reason: &str) {
+        let mut t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        if !t.get(name).is_some_and(|(_, fatal)| *fatal) {
+            t.insert(name.to_owned(), (reason.to_owned(), false));
+        }
+    }
+
+    pub fn clear_unhealthy(&self, name: &str) {
+        let mut t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        if t.get(name).is_some_and(|(_, fatal)| !*fatal) {
+            t.remove(name);
+        }
+    }
+
+    /// `name` stopped on a fatal error: `/healthz` fails from now on.
+    pub fn fail(&self, name: &str, reason: &str) {
+        self.trouble
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), (reason.to_owned(), true));
+    }
+
+    /// Loops failing or failed, with why.
+    pub fn troubles(&self) -> Vec<(String, String, bool)> {
+        self.trouble
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, (r, f))| (n.clone(), r.clone(), *f))
+            .collect()
     }
 
     /// Records one iteration of `name`; from the first beat on, the loop must
@@ -193,16 +234,21 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     let stalled = s.metrics.liveness.stalled(STALL_AFTER);
-    if stalled.is_empty() {
+    let troubles = s.metrics.liveness.troubles();
+    if stalled.is_empty() && troubles.is_empty() {
         return (StatusCode::OK, "ok\n".to_owned());
     }
-    let which: Vec<String> = stalled
+    let mut which: Vec<String> = stalled
         .iter()
-        .map(|(name, idle)| format!("{name} loop idle for {}s", idle.as_secs()))
+        .map(|(name, idle)| format!("stalled: {name} loop idle for {}s", idle.as_secs()))
         .collect();
+    which.extend(troubles.iter().map(|(name, reason, fatal)| match fatal {
+        true => format!("failed: {name}: {reason}"),
+        false => format!("retrying: {name}: {reason}"),
+    }));
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("stalled: {}\n", which.join(", ")),
+        format!("{}\n", which.join("; ")),
     )
 }
 
@@ -220,13 +266,19 @@ async fn sink_health(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.shutdown.is_requested() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        )
     } else if s.metrics.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (
+            StatusCode::OK,
+            format!("ready: {}\n", s.metrics.readiness()),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no task assigned yet, or tasks restoring\n",
+            format!("not ready: {}\n", s.metrics.readiness()),
         )
     }
 }
@@ -293,6 +345,18 @@ mod tests {
             .any(|(n, _)| *n == "stream"));
         metrics.liveness.done("stream");
         assert!(metrics.liveness.stalled(Duration::ZERO).is_empty());
+
+        metrics.liveness.set_unhealthy("stream", "broker down");
+        let (status, body) = get(addr, "/healthz");
+        assert_eq!(status, 503);
+        assert!(body.contains("retrying: stream: broker down"), "{body}");
+        metrics.liveness.clear_unhealthy("stream");
+        assert_eq!(get(addr, "/healthz").0, 200);
+        metrics.liveness.fail("stream", "state failure");
+        metrics.liveness.clear_unhealthy("stream");
+        let (status, body) = get(addr, "/healthz");
+        assert_eq!(status, 503, "a failed loop stays failed");
+        assert!(body.contains("failed: stream: state failure"), "{body}");
 
         assert_eq!(get(addr, "/nope").0, 404);
         shutdown.trigger();

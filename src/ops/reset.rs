@@ -34,6 +34,7 @@ use serde::Serialize;
 
 use super::group;
 use crate::config::Config;
+use crate::engine::topology::Output;
 use crate::engine::{Stage, Topics};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,17 +119,15 @@ pub async fn plan(config: &Config, scope: Scope) -> anyhow::Result<Plan> {
         .with_context(|| format!("listing topics on {}", config.kafka.bootstrap_servers))?;
     let existing: std::collections::BTreeSet<&str> =
         metadata.topics().iter().map(|t| t.name()).collect();
-    let mut wanted = vec![
-        topics.rekey.clone(),
-        topics.detail_changes.clone(),
-        topics.rollup_deltas.clone(),
-    ];
-    wanted.extend(Stage::ALL.map(|s| topics.changelog(s)));
+    let mut wanted: Vec<String> = [Output::Rekey, Output::DetailChanges, Output::RollupDeltas]
+        .map(|o| topics.output(o).to_owned())
+        .into();
+    wanted.extend(Stage::ALL.map(|s| topics.changelog(s).to_owned()));
     if scope.outputs {
         wanted.extend([
-            topics.details.clone(),
-            topics.rollups.clone(),
-            topics.dead_letter.clone(),
+            topics.details().to_owned(),
+            topics.rollups().to_owned(),
+            topics.dead_letter().to_owned(),
             crate::sink::dlq_topic(config),
         ]);
     }

@@ -471,7 +471,7 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
     let sink_partitions = offsets(
         config,
         &sink,
-        &[topics.details.clone(), topics.rollups.clone()],
+        &[topics.details().to_owned(), topics.rollups().to_owned()],
     )?
     .into_iter()
     .map(|o| {

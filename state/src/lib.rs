@@ -22,7 +22,7 @@ mod task_store;
 mod write_buffer;
 
 pub use changelog::{ChangelogPartition, ChangelogRecord};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{now_ms, Checkpoint};
 pub use error::StateError;
 pub use resources::{StoreResources, StoreTuning};
 pub use task_store::{OpenOutcome, StoreSpec, StoreStats, TaskStore};

@@ -152,11 +152,27 @@ impl TaskStore {
             checkpoint: Checkpoint {
                 changelog,
                 next_offset: 0,
+                topic_id: None,
+                written_at_ms: crate::now_ms(),
             },
         };
         // Write the checkpoint at once so the directory vouches for itself.
         store.write(WriteBatch::default(), Some(0))?;
         Ok(store)
+    }
+
+    /// Records which incarnation of the changelog topic the store mirrors
+    /// (written with the next checkpoint).
+    pub fn set_topic_id(&mut self, topic_id: &str) {
+        self.checkpoint.topic_id = Some(topic_id.to_owned());
+    }
+
+    /// Writes the checkpoint again with the current time: the store is in
+    /// step with its changelog now (it is the changelog's only writer while
+    /// its task runs here, and this is called as the task closes cleanly).
+    pub fn touch(&mut self) -> Result<(), StateError> {
+        let next = self.checkpoint.next_offset;
+        self.write(WriteBatch::default(), Some(next))
     }
 
     /// Deletes the local state and starts empty (the engine found the
@@ -171,7 +187,11 @@ impl TaskStore {
         warn!(path = %path.display(), changelog = %checkpoint.changelog, %reason, "wiping local state for a full restore");
         drop(db);
         remove_dir(&path)?;
-        Self::open_db(&path, checkpoint.changelog, &specs, resources)
+        let mut store = Self::open_db(&path, checkpoint.changelog, &specs, resources)?;
+        if let Some(id) = &checkpoint.topic_id {
+            store.set_topic_id(id);
+        }
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -282,6 +302,7 @@ impl TaskStore {
         let mut checkpoint = self.checkpoint.clone();
         if let Some(next) = next_offset {
             checkpoint.next_offset = next;
+            checkpoint.written_at_ms = crate::now_ms();
             let meta = self.db.cf_handle(META_CF).ok_or(StateError::UnknownStore {
                 path: self.path.clone(),
                 id: u8::MAX,

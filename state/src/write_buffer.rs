@@ -8,13 +8,27 @@ use std::ops::Bound;
 
 use crate::{changelog, StateError, StoreId, TaskStore};
 
+type PendingKey = (StoreId, Vec<u8>);
+/// `None`: a delete.
+type PendingValue = Option<Vec<u8>>;
+
 /// Pending writes of one task, keyed by (store, key); `None` is a delete.
 /// Repeated writes to one key within a commit interval coalesce into one
 /// changelog record and one RocksDB write.
+///
+/// The writes of the record being processed can be taken back
+/// ([`WriteBuffer::begin_record`], [`WriteBuffer::rollback_record`]): a
+/// record that cannot be processed (its output would be too large for its
+/// topic) goes to the dead-letter topic and leaves no trace in the state.
 #[derive(Debug, Default)]
 pub struct WriteBuffer {
-    pending: BTreeMap<(StoreId, Vec<u8>), Option<Vec<u8>>>,
+    pending: BTreeMap<PendingKey, PendingValue>,
     bytes: usize,
+    /// Since `begin_record`: each key written and what it held before.
+    undo: Vec<(PendingKey, Option<PendingValue>)>,
+    bytes_at_record: usize,
+    /// Largest key + value written since `begin_record`.
+    largest: usize,
 }
 
 impl WriteBuffer {
@@ -37,14 +51,45 @@ impl WriteBuffer {
     }
 
     pub fn put(&mut self, store: StoreId, key: &[u8], value: &[u8]) {
-        self.bytes += key.len() + value.len();
-        self.pending
-            .insert((store, key.to_vec()), Some(value.to_vec()));
+        self.write(store, key, Some(value.to_vec()));
     }
 
     pub fn delete(&mut self, store: StoreId, key: &[u8]) {
-        self.bytes += key.len();
-        self.pending.insert((store, key.to_vec()), None);
+        self.write(store, key, None);
+    }
+
+    fn write(&mut self, store: StoreId, key: &[u8], value: Option<Vec<u8>>) {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len);
+        self.bytes += size;
+        self.largest = self.largest.max(size);
+        let k = (store, key.to_vec());
+        let before = self.pending.insert(k.clone(), value);
+        self.undo.push((k, before));
+    }
+
+    /// Starts a record: its writes can be taken back until the next call.
+    pub fn begin_record(&mut self) {
+        self.undo.clear();
+        self.bytes_at_record = self.bytes;
+        self.largest = 0;
+    }
+
+    /// Takes back every write since [`WriteBuffer::begin_record`].
+    pub fn rollback_record(&mut self) {
+        while let Some((k, before)) = self.undo.pop() {
+            match before {
+                Some(v) => self.pending.insert(k, v),
+                None => self.pending.remove(&k),
+            };
+        }
+        self.bytes = self.bytes_at_record;
+        self.largest = 0;
+    }
+
+    /// The largest key plus value written since [`WriteBuffer::begin_record`]
+    /// (what its changelog record will carry).
+    pub fn largest_write(&self) -> usize {
+        self.largest
     }
 
     /// The pending entry for a key: `Some(None)` is a pending delete.
@@ -81,10 +126,13 @@ impl WriteBuffer {
             .map(|((s, k), v)| (*s, k.as_slice(), v.as_deref()))
     }
 
-    /// Drops every pending write (the transaction aborted).
+    /// Drops every pending write (the transaction aborted, or committed and applied).
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.undo.clear();
         self.bytes = 0;
+        self.bytes_at_record = 0;
+        self.largest = 0;
     }
 }
 
@@ -149,5 +197,35 @@ impl<'a> Overlay<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: StoreId = StoreId(1);
+
+    #[test]
+    fn a_records_writes_can_be_taken_back_and_the_earlier_ones_stay() {
+        let mut b = WriteBuffer::new();
+        b.begin_record();
+        b.put(S, b"a", b"1");
+        b.put(S, b"b", b"1");
+        let bytes = b.approximate_bytes();
+        b.begin_record();
+        b.put(S, b"a", b"22");
+        b.delete(S, b"b");
+        b.put(S, b"c", b"333");
+        assert_eq!(b.largest_write(), 4);
+        b.rollback_record();
+        assert_eq!(b.lookup(S, b"a"), Some(Some(&b"1"[..])));
+        assert_eq!(b.lookup(S, b"b"), Some(Some(&b"1"[..])));
+        assert_eq!(b.lookup(S, b"c"), None);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.approximate_bytes(), bytes);
+        // Taking back twice changes nothing more.
+        b.rollback_record();
+        assert_eq!(b.len(), 2);
     }
 }

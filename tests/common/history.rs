@@ -104,6 +104,7 @@ pub struct SourceRecord {
     pub value: Option<Vec<u8>>,
 }
 
+#[derive(Default)]
 pub struct History {
     pub records: Vec<SourceRecord>,
     /// Final contents of each table, by id.
@@ -165,6 +166,8 @@ pub struct Generator {
     /// `orders × u^(1+s)` (u uniform in [0, 1)), so low ids are hot: with
     /// s = 2 a fifth of the changes fall on 1% of the orders.
     skew: f64,
+    /// Whether emitted records are snapshot reads (`source.snapshot`).
+    snapshot: bool,
 }
 
 const DAY_US: i64 = 86_400_000_000;
@@ -189,6 +192,7 @@ impl Generator {
             pos: 4,
             orders: orders.max(1),
             skew: 0.0,
+            snapshot: false,
         }
     }
 
@@ -365,7 +369,7 @@ impl Generator {
         ts_ms: i64,
     ) {
         let to_json = |r: Option<&Row>| r.map_or(Value::Null, |r| json!(r));
-        let payload = json!({
+        let mut payload = json!({
             "before": to_json(before),
             "after": to_json(after),
             "source": {"version": "3.4.0.Final", "connector": "mariadb", "name": self.prefix, "ts_ms": ts_ms,
@@ -373,6 +377,9 @@ impl Generator {
             "op": op,
             "ts_ms": ts_ms + 5,
         });
+        if self.snapshot {
+            payload["source"]["snapshot"] = json!("true");
+        }
         let value = json!({"schema": self.schemas[&table], "payload": payload});
         let key = json!({"schema": {"type": "struct", "optional": false, "fields": [{"type": "int64", "optional": false, "field": "id"}]},
                          "payload": {"id": id}});
@@ -435,6 +442,92 @@ impl Generator {
             let from = n.saturating_sub(1 + self.rng.below(8) as usize);
             let replay: Vec<SourceRecord> = self.records[from..].to_vec();
             self.records.extend(replay);
+        }
+    }
+
+    /// Inserts `row` (its `id` is set to the table's next id); returns the id.
+    pub fn insert(&mut self, table: Table, mut row: Row) -> i64 {
+        let id = self.next_id[&table];
+        *self.next_id.get_mut(&table).expect("table") += 1;
+        row.insert("id", json!(id));
+        self.emit(table, "c", None, Some(&row), id);
+        self.tables.get_mut(&table).expect("table").insert(id, row);
+        id
+    }
+
+    /// Inserts `row` with the id it carries (an id used before, e.g. after
+    /// a truncate).
+    pub fn reinsert(&mut self, table: Table, row: Row) {
+        let id = row["id"].as_i64().expect("row id");
+        self.emit(table, "c", None, Some(&row), id);
+        self.tables.get_mut(&table).expect("table").insert(id, row);
+    }
+
+    /// A random row of `table`, as [`Generator::step`] makes them.
+    pub fn new_row(&mut self, table: Table) -> Row {
+        let id = self.next_id[&table];
+        self.random_row(table, id)
+    }
+
+    /// Updates row `id` of `table` with `change`.
+    pub fn update(&mut self, table: Table, id: i64, change: impl FnOnce(&mut Row)) {
+        let before = self.tables[&table][&id].clone();
+        let mut after = before.clone();
+        change(&mut after);
+        self.emit(table, "u", Some(&before), Some(&after), id);
+        self.tables
+            .get_mut(&table)
+            .expect("table")
+            .insert(id, after);
+    }
+
+    /// Deletes row `id` of `table` (a delete and its tombstone).
+    pub fn delete(&mut self, table: Table, id: i64) {
+        if let Some(before) = self.tables.get_mut(&table).expect("table").remove(&id) {
+            self.emit(table, "d", Some(&before), None, id);
+        }
+    }
+
+    /// `TRUNCATE` of `table`: one `t` record, every row gone.
+    pub fn truncate(&mut self, table: Table) {
+        self.pos += 100;
+        let ts_ms = BASE_US / 1000 + self.pos as i64;
+        self.emit_at(table, "t", None, None, 0, ts_ms);
+        // A truncate record has no key.
+        if let Some(last) = self.records.last_mut() {
+            last.key = Vec::new();
+        }
+        self.tables.get_mut(&table).expect("table").clear();
+    }
+
+    /// Every row of every table read again as a snapshot (`r`) at the
+    /// current binlog position: what a connector set up again emits.
+    pub fn snapshot(&mut self) {
+        self.pos += 100;
+        self.snapshot = true;
+        let rows: Vec<(Table, i64, Row)> = self
+            .tables
+            .iter()
+            .flat_map(|(t, rows)| rows.iter().map(|(id, r)| (*t, *id, r.clone())))
+            .collect();
+        for (table, id, row) in rows {
+            let ts = self.last_ts.get(&(table, id)).copied().unwrap_or(0);
+            self.emit_at(table, "r", None, Some(&row), id, ts);
+        }
+        self.snapshot = false;
+    }
+
+    /// The records emitted since the last call.
+    pub fn take_records(&mut self) -> Vec<SourceRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// The tables as they are now (records not included).
+    pub fn history(&self) -> History {
+        History {
+            records: Vec::new(),
+            tables: self.tables.clone(),
+            last_ts: self.last_ts.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! running the `outbound` binary as a child process that can be killed.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod history;
 
 use std::collections::BTreeMap;
@@ -121,6 +122,153 @@ pub fn produce(
         }
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Produces records, each to the partition given beside it (or by key).
+pub fn produce_to(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    prefix: &str,
+    records: &[(SourceRecord, Option<i32>)],
+) {
+    for (r, partition) in records {
+        let topic = topic_of(prefix, r.table);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic).key(&r.key);
+        if let Some(p) = partition {
+            rec = rec.partition(*p);
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v);
+        }
+        let mut rec = rec;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Deletes every topic whose name starts with `prefix` (a test's own), and
+/// waits until the broker no longer lists them.
+pub fn delete_topics_with_prefix(prefix: &str) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let names: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()))
+        .map_err(|e| e.to_string())?;
+    wait_for(
+        "deleted topics to disappear",
+        Duration::from_secs(60),
+        || {
+            let md = consumer
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let left = md
+                .topics()
+                .iter()
+                .filter(|t| names.iter().any(|n| n == t.name()))
+                .count();
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("{left} topics still listed"))
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Creates `name` with `partitions` and the given topic configs.
+pub fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let topic = configs.iter().fold(
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for r in rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create topic")
+    {
+        r.expect("topic created");
+    }
+}
+
+/// The committed offsets of `group` on every partition of `topics`,
+/// against their ends: `Ok` when the group has consumed everything.
+pub fn group_caught_up(group: &str, topics: &[String]) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            tpl.add_partition(topic, p.id());
+            ends.insert((topic.clone(), p.id()), high);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut behind = Vec::new();
+    for e in committed.elements() {
+        let end = ends[&(e.topic().to_owned(), e.partition())];
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        if at < end {
+            behind.push(format!("{}[{}] at {at} of {end}", e.topic(), e.partition()));
+        }
+    }
+    if behind.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("behind: {}", behind.join(", ")))
+    }
 }
 
 /// The latest committed value of every key of `topic` (tombstones remove).
@@ -343,7 +491,16 @@ impl Outbound {
             .log_dir
             .join(format!("{}-{generation}.log", spec.instance));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_outbound"))
+        // Off unless the caller observes the process (any free port) or asks
+        // for an address.
+        let metrics = if env.iter().any(|(k, _)| *k == OBSERVED) {
+            "127.0.0.1:0"
+        } else {
+            env.iter()
+                .find(|(k, _)| *k == "OUTBOUND_METRICS__LISTEN")
+                .map_or("", |(_, v)| v)
+        };
+        let child = Command::new(outbound_bin())
             .args([
                 "run",
                 "--app-id",
@@ -357,10 +514,7 @@ impl Outbound {
                 "--partitions",
                 &spec.partitions.to_string(),
                 "--metrics-listen",
-                // Off unless the caller asks for an address.
-                env.iter()
-                    .find(|(k, _)| *k == "OUTBOUND_METRICS__LISTEN")
-                    .map_or("", |(_, v)| v),
+                metrics,
             ])
             .arg("--state-dir")
             .arg(spec.state_dir)
@@ -371,7 +525,7 @@ impl Outbound {
             .env("OUTBOUND_KAFKA__PURGE_INTERVAL_MS", "1000")
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied().filter(|(k, _)| *k != OBSERVED))
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .spawn()
@@ -431,6 +585,111 @@ impl Outbound {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Starts `outbound run` with its metrics endpoint on a free port
+    /// (see [`Outbound::http`]), and further environment variables.
+    pub fn start_observed(spec: &RunSpec<'_>, generation: usize, env: &[(&str, &str)]) -> Self {
+        let mut env = env.to_vec();
+        env.push((OBSERVED, "1"));
+        Self::start_with_env(spec, generation, &env)
+    }
+
+    /// The metrics endpoint's address, once the process has logged it.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("metrics endpoint listening"))?;
+        let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+        Some(addr.to_owned())
+    }
+
+    /// GET `path` of the process's metrics endpoint: (status, body).
+    pub fn http(&self, path: &str) -> Result<(u16, String), String> {
+        let addr = self
+            .metrics_addr()
+            .ok_or_else(|| "the metrics endpoint is not up yet".to_owned())?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut resp = agent
+            .get(&format!("http://{addr}{path}"))
+            .call()
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// Waits until `/readyz` answers 200: every assigned task running.
+    pub fn wait_ready(&self, timeout: Duration) {
+        wait_for(
+            "the instance to be ready (/readyz)",
+            timeout,
+            || match self.http("/readyz") {
+                Ok((200, _)) => Ok(()),
+                Ok((status, body)) => Err(format!("{status} {body}")),
+                Err(e) => Err(e),
+            },
+        );
+    }
+
+    /// The value of one sample of `/metrics` (summed over label sets that
+    /// contain every one of `labels`, e.g. `stage="join"`).
+    pub fn metric(&self, name: &str, labels: &[&str]) -> Result<f64, String> {
+        let (_, body) = self.http("/metrics")?;
+        let mut sum = None;
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').ok_or("malformed line")?;
+            let metric = series.split('{').next().unwrap_or(series);
+            if metric == name && labels.iter().all(|l| series.contains(l)) {
+                let v: f64 = value.parse().map_err(|e| format!("{line}: {e}"))?;
+                *sum.get_or_insert(0.0) += v;
+            }
+        }
+        sum.ok_or_else(|| format!("no sample of {name} {labels:?}"))
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Marks a start that serves the metrics endpoint (not passed on).
+const OBSERVED: &str = "__OUTBOUND_TEST_OBSERVED";
+
+/// The `outbound` binary the tests run: this build's, or the one named by
+/// `OUTBOUND_TEST_BIN` (to run the tests against another build, e.g. the
+/// one before a fix).
+pub fn outbound_bin() -> PathBuf {
+    std::env::var_os("OUTBOUND_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_outbound")))
 }
 
 impl Drop for Outbound {

@@ -1,32 +1,34 @@
 //! Restoring task stores from their changelogs (Kafka Streams'
-//! `StoreChangelogReader`): one group-less `read_committed` consumer assigned
-//! to the changelog partitions of every task still restoring. The stream loop
-//! calls [`Restorer::step`] between polls, so a long restore never starves the
-//! group heartbeat, and each task turns Running once its store reaches the
-//! changelog end captured when its restore began.
+//! `StoreChangelogReader`): one group-less `read_committed` consumer to
+//! which the task manager registers the changelog partition of every task
+//! that is restoring, with the offsets to read from and to. The stream loop
+//! calls [`ChangelogReader::step`] between polls, so a long restore never
+//! starves the group heartbeat or the tasks already running, and a task
+//! turns Running once its store reaches the end it was registered with.
+//!
+//! `auto.offset.reset=error`: a changelog position that does not exist is
+//! an error to look into, never a silent jump to the start or the end.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use outbound_state::{ChangelogRecord, TaskStore};
-
+use outbound_state::ChangelogRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::task::TaskId;
 use crate::config::Config;
-
-/// Writes one changelog partition's batch to its task's store:
-/// `(topic, partition, records, next_offset)`.
-pub type ApplyBatch<'a> = dyn FnMut(&str, i32, &[ChangelogRecord], i64) -> anyhow::Result<()> + 'a;
 
 /// Where one task's restore stands.
 #[derive(Debug, Clone)]
-pub struct RestoreProgress {
-    pub changelog: (String, i32),
-    /// Offset the restore must reach (the changelog end when it began).
+pub struct Restoring {
+    pub task: TaskId,
+    /// Offset the restore must reach (the changelog's stable end when it was
+    /// registered).
     pub end: i64,
     pub position: i64,
     pub restored: u64,
@@ -34,37 +36,44 @@ pub struct RestoreProgress {
     last_log: Instant,
 }
 
-impl RestoreProgress {
+impl Restoring {
     pub fn remaining(&self) -> i64 {
         (self.end - self.position).max(0)
     }
 }
 
-pub struct Restorer {
+/// What one step did.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Tasks whose restore completed.
+    pub done: Vec<TaskId>,
+    /// Tasks whose changelog position turned out not to exist: their
+    /// checkpoints must be checked again.
+    pub lost: Vec<TaskId>,
+}
+
+pub struct ChangelogReader {
     consumer: BaseConsumer,
-    active: HashMap<(String, i32), RestoreProgress>,
+    active: HashMap<(String, i32), Restoring>,
     batch: usize,
-    /// How long to wait for the changelog end to become readable (an open
-    /// transaction of a crashed instance holds it back until it times out).
+    /// How long a restore may read nothing before it is an error (an open
+    /// transaction of a crashed instance holds the end back until it times out).
     stall_limit: Duration,
 }
 
-/// The result of starting a restore.
-pub enum RestoreStart {
-    /// The store already holds everything committed in the changelog.
-    UpToDate,
-    Started,
-}
+/// Writes one task's batch to its store: `(task, records, next_offset)`.
+pub type ApplyBatch<'a> = dyn FnMut(TaskId, &[ChangelogRecord], i64) -> anyhow::Result<()> + 'a;
 
-impl Restorer {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+impl ChangelogReader {
+    pub fn new(config: &Config, thread: &str) -> anyhow::Result<Self> {
         let mut cc = config.client_config();
         cc.set(
             "group.id",
-            format!("{}-restore-{}", config.app_id, config.instance_id),
+            format!("{}-restore-{}-{thread}", config.app_id, config.instance_id),
         )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
@@ -85,96 +94,63 @@ impl Restorer {
         })
     }
 
+    /// The client, for admin requests (topic ids).
+    pub fn client(&self) -> &rdkafka::client::Client<rdkafka::consumer::DefaultConsumerContext> {
+        self.consumer.client()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.active.is_empty()
     }
 
-    pub fn progress(&self) -> impl Iterator<Item = &RestoreProgress> {
+    pub fn progress(&self) -> impl Iterator<Item = &Restoring> {
         self.active.values()
     }
 
-    /// Validates the store's checkpoint against the changelog's offsets and
-    /// begins restoring from it. A checkpoint past the changelog end (the
-    /// topic was recreated) or before its start (compaction may have dropped
-    /// tombstones the store never saw) is not trusted: the store is wiped and
-    /// restored in full.
-    pub fn start(
+    /// A changelog partition's first offset and its stable end (the
+    /// read_committed high watermark): one request, bounded by `timeout`.
+    pub fn offsets(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<(i64, i64), KafkaError> {
+        self.consumer.fetch_watermarks(topic, partition, timeout)
+    }
+
+    /// Starts restoring `task` from `from` to `end` of its changelog.
+    pub fn register(
         &mut self,
-        store: &mut Option<TaskStore>,
-        resources: &outbound_state::StoreResources,
-    ) -> anyhow::Result<RestoreStart> {
-        let s = store.as_ref().context("task store missing")?;
-        let cp = s.checkpoint().clone();
-        let (topic, partition) = (cp.changelog.topic.clone(), cp.changelog.partition);
-        let (low, high) = self
-            .watermarks(&topic, partition)
-            .with_context(|| format!("reading the offsets of changelog {topic}[{partition}]"))?;
-        let mut next = cp.next_offset;
-        let reason = if next > high {
-            Some(format!(
-                "checkpoint {next} is past the changelog end {high} (was the topic recreated?)"
-            ))
-        } else if next < low && next > 0 {
-            Some(format!(
-                "checkpoint {next} is before the changelog start {low}"
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            warn!(changelog = %format!("{topic}[{partition}]"), %reason, "full restore");
-            let owned = store.take().context("task store missing")?;
-            *store = Some(owned.wipe(resources, &reason)?);
-            next = 0;
-        }
-        let next = next.max(low);
-        if next >= high {
-            return Ok(RestoreStart::UpToDate);
-        }
-        info!(changelog = %format!("{topic}[{partition}]"), from = next, to = high, records = high - next, "restoring");
+        task: TaskId,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        end: i64,
+    ) -> anyhow::Result<()> {
+        info!(task = %task, changelog = %format!("{topic}[{partition}]"), from, to = end, records = end - from, "restoring");
         let now = Instant::now();
         self.active.insert(
-            (topic.clone(), partition),
-            RestoreProgress {
-                changelog: (topic.clone(), partition),
-                end: high,
-                position: next,
+            (topic.to_owned(), partition),
+            Restoring {
+                task,
+                end,
+                position: from,
                 restored: 0,
                 started: now,
                 last_log: now,
             },
         );
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
-        self.consumer
-            .incremental_assign(&tpl)
-            .context("assigning a changelog partition")?;
-        Ok(RestoreStart::Started)
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        self.consumer.incremental_assign(&tpl).with_context(|| {
+            format!("assigning changelog {topic}[{partition}] to the restore consumer")
+        })?;
+        Ok(())
     }
 
-    /// The changelog partition's low and high offsets. A topic another
-    /// instance has just created may not have a leader yet: such errors are
-    /// retried for a while rather than failing the assignment.
-    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self
-                .consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            {
-                Err(e) if transient(&e) && Instant::now() < deadline => {
-                    warn!(changelog = %format!("{topic}[{partition}]"), error = %e, "changelog offsets not readable yet; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                result => return result,
-            }
-        }
-    }
-
-    /// Stops restoring a changelog partition (its task was revoked).
-    pub fn cancel(&mut self, topic: &str, partition: i32) {
+    /// Stops restoring a changelog partition (its task closed or is
+    /// checked again).
+    pub fn unregister(&mut self, topic: &str, partition: i32) {
         if self.active.remove(&(topic.to_owned(), partition)).is_some() {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(topic, partition);
@@ -184,28 +160,33 @@ impl Restorer {
         }
     }
 
-    /// Reads up to one batch and hands each changelog partition's records to
-    /// `apply(topic, partition, records, next_offset)`, which writes them to
-    /// the task's store. Returns the changelog partitions whose restore
-    /// completed in this step.
-    pub fn step(&mut self, apply: &mut ApplyBatch<'_>) -> anyhow::Result<Vec<(String, i32)>> {
+    /// Reads up to one batch and hands each task's records to `apply`.
+    pub fn step(&mut self, apply: &mut ApplyBatch<'_>) -> anyhow::Result<Step> {
+        let mut step = Step::default();
         if self.active.is_empty() {
-            return Ok(Vec::new());
+            return Ok(step);
         }
         let mut pending: HashMap<(String, i32), Vec<ChangelogRecord>> = HashMap::new();
-        let deadline = Instant::now() + Duration::from_millis(200);
+        let deadline = Instant::now() + Duration::from_millis(50);
         let mut read = 0usize;
+        let mut out_of_range = false;
         while read < self.batch && Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(20)) {
+            match self.consumer.poll(Duration::from_millis(5)) {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
-                // librdkafka reconnects by itself: a broker hiccup only
-                // slows the restore down.
-                Some(Err(e)) if transient(&e) => {
-                    warn!(error = %e, "reading the changelogs: transient error");
+                Some(Err(e))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    warn!(error = %e, "a changelog position does not exist");
+                    out_of_range = true;
                     break;
                 }
-                Some(Err(e)) => return Err(e).context("reading a changelog"),
+                // librdkafka reconnects by itself: a broker hiccup only
+                // slows the restore down.
+                Some(Err(e)) => {
+                    warn!(error = %e, "reading the changelogs; will go on");
+                    break;
+                }
                 Some(Ok(m)) => {
                     read += 1;
                     pending
@@ -219,45 +200,56 @@ impl Restorer {
                 }
             }
         }
-        for ((topic, partition), records) in pending {
-            let Some(progress) = self.active.get_mut(&(topic.clone(), partition)) else {
+        for (key, records) in pending {
+            let Some(progress) = self.active.get_mut(&key) else {
                 continue;
             };
+            // Records past the registered end belong to the running task.
+            let upto = records.partition_point(|r| r.offset < progress.end);
+            let records = &records[..upto];
+            if records.is_empty() {
+                continue;
+            }
             let next = records.last().map_or(progress.position, |r| r.offset + 1);
-            apply(&topic, partition, &records, next)?;
+            apply(progress.task, records, next)?;
             progress.restored += records.len() as u64;
             progress.position = next;
         }
         // Aborted records and transaction markers are skipped by
         // read_committed, so completion is judged by the consumer position.
-        let mut done = Vec::new();
         let positions = self
             .consumer
             .position()
             .context("reading restore positions")?;
+        let mut finished = Vec::new();
         for elem in positions.elements() {
             let key = (elem.topic().to_owned(), elem.partition());
             let Some(progress) = self.active.get_mut(&key) else {
                 continue;
             };
             if let Offset::Offset(pos) = elem.offset() {
-                progress.position = progress.position.max(pos);
+                progress.position = progress.position.max(pos.min(progress.end));
             }
             let elapsed = progress.started.elapsed();
             if progress.position >= progress.end {
                 info!(
+                    task = %progress.task,
                     changelog = %format!("{}[{}]", key.0, key.1),
                     restored = progress.restored,
                     seconds = elapsed.as_secs_f64(),
                     rate = progress.restored as f64 / elapsed.as_secs_f64().max(1e-3),
                     "restore complete"
                 );
-                done.push(key);
+                step.done.push(progress.task);
+                finished.push(key);
+            } else if out_of_range {
+                step.lost.push(progress.task);
+                finished.push(key);
             } else if progress.last_log.elapsed() >= Duration::from_secs(5) {
                 progress.last_log = Instant::now();
                 let rate = progress.restored as f64 / elapsed.as_secs_f64().max(1e-3);
                 info!(
-                    changelog = %format!("{}[{}]", key.0, key.1),
+                    task = %progress.task,
                     restored = progress.restored,
                     remaining = progress.remaining(),
                     rate,
@@ -276,16 +268,16 @@ impl Restorer {
                 }
             }
         }
-        for (topic, partition) in &done {
-            self.cancel(topic, *partition);
+        for (topic, partition) in finished {
+            self.unregister(&topic, partition);
         }
-        Ok(done)
+        Ok(step)
     }
 }
 
 /// Errors of a partition whose leadership is still settling (a new topic, a
-/// broker restart).
-fn transient(e: &KafkaError) -> bool {
+/// broker restart): worth asking again.
+pub fn transient(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
@@ -299,6 +291,10 @@ fn transient(e: &KafkaError) -> bool {
                 | C::OperationTimedOut
                 | C::BrokerTransportFailure
                 | C::AllBrokersDown
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::UnstableOffsetCommit
         )
     )
 }
