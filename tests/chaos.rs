@@ -151,6 +151,21 @@ impl Fleet<'_> {
         }
     }
 
+    /// Starts `id` again if it exited, which it may only have done saying
+    /// `why`.
+    fn restart_if_exited(&mut self, id: &str, why: &str) {
+        let exited = self.running.get_mut(id).is_some_and(|p| !p.is_running());
+        if exited {
+            let p = self.running.remove(id).expect("present");
+            assert!(
+                p.log_text().contains(why),
+                "instance {id} exited, not because {why:?}; log:\n{}",
+                p.log_tail(60)
+            );
+            self.up(id);
+        }
+    }
+
     /// Every instance that should be running still is (none exited by itself).
     fn check_alive(&mut self) {
         for (id, p) in self.running.iter_mut() {
@@ -289,11 +304,16 @@ fn exactly_right_under_chaos() {
                 signal(&fleet.running[id], "-CONT");
             }
             Fault::DuplicateInstanceId => {
+                // The newer process wins the transactional id and the older
+                // one exits, saying why (tests/engine_fencing.rs); as an
+                // orchestrator would, the older one is started again once
+                // the twin is gone.
                 let id = ids[rng.random_range(0..ids.len())];
                 fleet.up(id);
                 let mut twin = fleet.start(id);
                 pause(20);
                 twin.kill9();
+                fleet.restart_if_exited(id, "another process took over transactional id");
             }
             Fault::BrokerRestart => {
                 stack("down", "kafka");
