@@ -265,10 +265,18 @@ async fn sink_health(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    // A loop that keeps failing (nothing commits) or has failed serves
+    // nothing current: not ready, whatever its tasks' states say.
+    let troubles = s.metrics.liveness.troubles();
     if s.shutdown.is_requested() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_owned(),
+        )
+    } else if let Some((name, reason, _)) = troubles.first() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {name} failing: {reason}\n"),
         )
     } else if s.metrics.is_ready() {
         (
@@ -350,8 +358,12 @@ mod tests {
         let (status, body) = get(addr, "/healthz");
         assert_eq!(status, 503);
         assert!(body.contains("retrying: stream: broker down"), "{body}");
+        let (status, body) = get(addr, "/readyz");
+        assert_eq!(status, 503, "not ready while a loop keeps failing");
+        assert!(body.contains("stream failing: broker down"), "{body}");
         metrics.liveness.clear_unhealthy("stream");
         assert_eq!(get(addr, "/healthz").0, 200);
+        assert_eq!(get(addr, "/readyz").0, 200);
         metrics.liveness.fail("stream", "state failure");
         metrics.liveness.clear_unhealthy("stream");
         let (status, body) = get(addr, "/healthz");
