@@ -56,8 +56,9 @@ pub struct ChangelogReader {
     consumer: BaseConsumer,
     active: HashMap<(String, i32), Restoring>,
     batch: usize,
-    /// How long a restore may read nothing before it is an error (an open
-    /// transaction of a crashed instance holds the end back until it times out).
+    /// How long a restore may read nothing before each warning (an open
+    /// transaction of a crashed instance holds the end back until it times
+    /// out; a broker restart holds everything back).
     stall_limit: Duration,
 }
 
@@ -257,13 +258,16 @@ impl ChangelogReader {
                     "restoring"
                 );
                 if elapsed > self.stall_limit && progress.restored == 0 {
-                    anyhow::bail!(
-                        "restore of {}[{}] made no progress in {:?} (position {}, end {})",
-                        key.0,
-                        key.1,
-                        elapsed,
-                        progress.position,
-                        progress.end
+                    // A broker that is down or a transaction in doubt holds
+                    // the end back: both pass (the coordinator aborts an
+                    // orphaned transaction), so wait, never exit.
+                    warn!(
+                        task = %progress.task,
+                        changelog = %format!("{}[{}]", key.0, key.1),
+                        position = progress.position,
+                        end = progress.end,
+                        waited = ?elapsed,
+                        "restore is making no progress (broker unavailable or a transaction in doubt); still waiting"
                     );
                 }
             }
