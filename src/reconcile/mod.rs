@@ -4,9 +4,9 @@
 //! bug in the pipeline shows up here as a difference instead of being
 //! reproduced.
 //!
-//! Both sides are read a bounded page at a time: detail documents by keyset
-//! pages over the items' primary key, rollups as one streamed result per
-//! rollup (the server aggregates; a page of a GROUP BY would recompute it),
+//! Both sides are read a bounded batch at a time: detail documents as one
+//! streamed result per items table (a keyset page would make the server
+//! recompute the joins per page), rollups as one streamed result per rollup,
 //! the indices by `_mget` for what the batch expects and, only when they
 //! hold more documents than matched, by a point-in-time scan for the extras.
 //! Every SQL read runs in one consistent snapshot.
@@ -147,6 +147,8 @@ pub fn reconcile(
     let started = Instant::now();
     anyhow::ensure!(options.page_size > 0, "--page-size must be positive");
     let mut conn = db.connect()?;
+    conn.query_drop(queries::SESSION_SETTINGS)
+        .context("setting the reconcile session's optimizer switches")?;
     let queries = Queries::prepare(config, &mut conn)?;
     let search = Search::new(&config.sink)?;
     let details_alias = config.sink.details_alias();
@@ -291,6 +293,24 @@ impl Run<'_> {
         Ok(found)
     }
 
+    /// Compares a batch of expected detail documents and reports progress.
+    fn details_batch(
+        &mut self,
+        alias: &str,
+        summary: &mut IndexSummary,
+        batch: &mut Vec<(String, Value)>,
+        found: &mut u64,
+        done: &mut u64,
+        total: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let n = batch.len() as u64;
+        self.rows_read += n;
+        *found += self.compare_batch(alias, summary, batch)?;
+        *done += n;
+        self.observer.progress("details", *done, total);
+        Ok(())
+    }
+
     /// The detail documents. Returns the summary and the ship days of the
     /// items compared (for `--ids`: the rollup days to check).
     fn details(
@@ -350,63 +370,44 @@ impl Run<'_> {
                 let sql = match &scope {
                     None => self.queries.details(
                         table,
-                        ItemScope::Page {
+                        ItemScope::All {
                             since: since.is_some(),
                         },
                     ),
                     Some(ids) => self.queries.details(table, ItemScope::Ids(ids)),
                 };
-                let stmt = tx.prep(&sql).with_context(|| {
-                    format!(
-                        "preparing sql/reconcile/details.sql for {}",
-                        self.queries.items[table].database
-                    )
+                let params: Vec<mysql::Value> = match (&scope, &since) {
+                    (None, Some(s)) => vec![s.clone().into()],
+                    _ => vec![],
+                };
+                let db = self.queries.items[table].database.clone();
+                // One streamed result per table (the server computes the
+                // join once), compared a batch of `page` documents at a time.
+                let rows = tx.exec_iter(&sql, params).with_context(|| {
+                    format!("running sql/reconcile/details.sql for {db}")
                 })?;
-                let mut after = i64::MIN;
-                loop {
-                    let mut batch = Vec::new();
-                    let mut last = None;
-                    {
-                        let params: Vec<mysql::Value> = match (&scope, &since) {
-                            (Some(_), _) => vec![],
-                            (None, None) => vec![after.into(), (page as u64).into()],
-                            (None, Some(s)) => {
-                                vec![after.into(), s.clone().into(), (page as u64).into()]
-                            }
-                        };
-                        let rows = tx
-                            .exec_iter(&stmt, params)
-                            .context("running sql/reconcile/details.sql")?;
-                        for row in rows {
-                            let row = row.context("reading a row of sql/reconcile/details.sql")?;
-                            let item_row_id = int(&row, 0)?;
-                            let mut cols = Vec::with_capacity(DETAIL_COLUMNS.len());
-                            for (i, name) in DETAIL_COLUMNS.iter().enumerate() {
-                                cols.push((*name, text(&row, i + 1)?));
-                            }
-                            let row = DetailRow { item_row_id, cols };
-                            let db = self.queries.items[table].database.clone();
-                            let id = detail_doc_id(&main_db, &db, &row.item_row_id.to_string());
-                            let doc = detail_doc(&row);
-                            if let Some(day) = doc["ship_day"].as_str() {
-                                if !self.options.ids.is_empty() {
-                                    ship_days.insert(day.to_owned());
-                                }
-                            }
-                            last = Some(item_row_id);
-                            batch.push((id, doc));
+                let mut batch = Vec::with_capacity(page);
+                for row in rows {
+                    let row = row.context("reading a row of sql/reconcile/details.sql")?;
+                    let item_row_id = int(&row, 0)?;
+                    let mut cols = Vec::with_capacity(DETAIL_COLUMNS.len());
+                    for (i, name) in DETAIL_COLUMNS.iter().enumerate() {
+                        cols.push((*name, text(&row, i + 1)?));
+                    }
+                    let row = DetailRow { item_row_id, cols };
+                    let id = detail_doc_id(&main_db, &db, &row.item_row_id.to_string());
+                    let doc = detail_doc(&row);
+                    if let Some(day) = doc["ship_day"].as_str() {
+                        if !self.options.ids.is_empty() {
+                            ship_days.insert(day.to_owned());
                         }
                     }
-                    let n = batch.len() as u64;
-                    self.rows_read += n;
-                    found += self.compare_batch(alias, &mut summary, &mut batch)?;
-                    done += n;
-                    self.observer.progress("details", done, total);
-                    match (last, &scope) {
-                        (Some(l), None) if n as usize == page => after = l,
-                        _ => break,
+                    batch.push((id, doc));
+                    if batch.len() >= page {
+                        self.details_batch(alias, &mut summary, &mut batch, &mut found, &mut done, total)?;
                     }
                 }
+                self.details_batch(alias, &mut summary, &mut batch, &mut found, &mut done, total)?;
             }
         }
         // Asked-for ids no table has: extra when the index holds them.

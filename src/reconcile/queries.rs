@@ -99,10 +99,10 @@ pub struct Queries {
     warehouse_is_db: bool,
 }
 
-/// How the items of one details page are chosen.
+/// Which items of a table the details query reads.
 pub enum ItemScope<'a> {
-    /// Keyset page: ids after `?`, at most `?` of them (both bound).
-    Page { since: bool },
+    /// Every item, or (`since`) those created at or after `?` (bound).
+    All { since: bool },
     /// Exactly these primary keys.
     Ids(&'a [i64]),
 }
@@ -239,15 +239,12 @@ impl Queries {
             .replace("{time_zone}", &self.time_zone)
     }
 
-    /// The details query of one items table. Parameters of a page: the last
-    /// id of the previous page, then (with `since`) the earliest
-    /// `created_at`, then the page size.
+    /// The details query of one items table, ordered by the items' primary
+    /// key. With `since`, its one parameter is the earliest `created_at`.
     pub fn details(&self, table: usize, scope: ItemScope<'_>) -> String {
         let scope = match scope {
-            ItemScope::Page { since: false } => "WHERE w.id > ? ORDER BY w.id LIMIT ?".to_owned(),
-            ItemScope::Page { since: true } => {
-                "WHERE w.id > ? AND w.created_at >= ? ORDER BY w.id LIMIT ?".to_owned()
-            }
+            ItemScope::All { since: false } => String::new(),
+            ItemScope::All { since: true } => "WHERE w.created_at >= ?".to_owned(),
             ItemScope::Ids(ids) => format!(
                 "WHERE w.id IN ({})",
                 ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
@@ -290,6 +287,17 @@ impl Queries {
         &self.time_zone
     }
 }
+
+/// Session settings the queries are written for, set once per connection
+/// before the snapshot starts. The trimmed order keys are computed columns
+/// no table index serves: with `derived_merge=off` MariaDB materialises each
+/// CTE and indexes it for the joins that look it up (`derived_with_keys`),
+/// where merged CTEs would be joined row by row, re-trimming every pair —
+/// minutes for a few thousand items. A result is streamed while the index
+/// side is read, so the server may wait on the client longer than the
+/// default 60 s write timeout when the search node is slow.
+pub const SESSION_SETTINGS: &str =
+    "SET SESSION optimizer_switch = 'derived_merge=off', net_write_timeout = 3600";
 
 /// A template without its `--` comment lines: they explain the placeholders
 /// by name, and a filled-in placeholder must not land inside a comment.
