@@ -69,7 +69,7 @@ fn config(token: &str, run: usize) -> Config {
     c.kafka.bootstrap_servers = env_or("OUTBOUND_KAFKA_BOOTSTRAP", "127.0.0.1:9092");
     c.kafka.partitions = PARTITIONS;
     c.sink.url = env_or("OUTBOUND_SEARCH_URL", "http://127.0.0.1:9200");
-    c.sink.index_prefix = format!("{token}-{run}-");
+    c.sink.index_prefix = Some(format!("{token}-{run}-"));
     c
 }
 
@@ -129,8 +129,7 @@ async fn setup_topics(c: &Config, docs: &[String]) {
 
 async fn install(c: &Config) -> BulkService {
     let service = BulkService::new(&c.sink).expect("client");
-    let specs = outbound::sink::indices::index_specs(&c.sink).expect("specs");
-    outbound::sink::indices::install(service.client(), &specs)
+    outbound::sink::install::install_indices(c)
         .await
         .expect("install indices");
     service
@@ -286,7 +285,7 @@ fn main() {
         best_loader = best_loader.max(rate);
         rt.block_on(delete_indices(
             &loader_cfg.sink.url,
-            &loader_cfg.sink.index_prefix,
+            loader_cfg.sink.prefix(),
         ));
 
         let mut sink_cfg = config(&token, 2 * run + 1);
@@ -297,10 +296,7 @@ fn main() {
         let rate = run_sink(&sink_cfg, total);
         println!("  run {run}: sink        {rate:>10.0} docs/s");
         best_sink = best_sink.max(rate);
-        rt.block_on(delete_indices(
-            &sink_cfg.sink.url,
-            &sink_cfg.sink.index_prefix,
-        ));
+        rt.block_on(delete_indices(&sink_cfg.sink.url, sink_cfg.sink.prefix()));
     }
     let ratio = best_sink / best_loader;
     println!(

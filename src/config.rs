@@ -50,6 +50,12 @@ pub struct KafkaConfig {
     pub purge_interval_ms: u64,
     /// Extra librdkafka properties for every client (e.g. security settings).
     pub properties: BTreeMap<String, String>,
+    /// How long the output topics keep tombstones (`delete.retention.ms`)
+    /// when outbound creates them: a sink further behind than this misses
+    /// deletes for good (the `OutboundSinkLagNearDeleteRetention` alert
+    /// warns before). Existing topics keep theirs; the sink warns when it is
+    /// lower.
+    pub delete_retention_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +121,7 @@ impl Default for KafkaConfig {
             transaction_timeout_ms: 10_000,
             purge_interval_ms: 30_000,
             properties: BTreeMap::new(),
+            delete_retention_ms: 7 * 86_400_000,
         }
     }
 }
@@ -165,7 +172,7 @@ impl Config {
             );
             figment = figment.merge(Toml::file(path));
         }
-        let config: Config = figment
+        let mut config: Config = figment
             // Only the config's own sections: scripts use other OUTBOUND_*
             // variables (OUTBOUND_STACK_DIR, ...) that are not config keys.
             .merge(Env::prefixed("OUTBOUND_").split("__").filter(|k| {
@@ -187,6 +194,7 @@ impl Config {
             .extract()
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("invalid configuration (keys are listed by `outbound run --help`)")?;
+        config.sink.resolve_index_prefix(&config.app_id);
         config.validate()?;
         Ok(config)
     }
@@ -220,6 +228,12 @@ impl Config {
         anyhow::ensure!(
             self.state.restore_batch > 0,
             "config key `state.restore_batch` must be positive"
+        );
+        anyhow::ensure!(
+            self.kafka.delete_retention_ms >= 3_600_000,
+            "config key `kafka.delete_retention_ms` = {}: keep tombstones at least an hour (the \
+             sink must see every delete)",
+            self.kafka.delete_retention_ms
         );
         self.pipeline()?;
         self.sink.validate()?;

@@ -23,6 +23,12 @@ enum Command {
     /// Run the Elasticsearch sink alone: output topics → detail and rollup
     /// indices, idempotently (external versions = offsets).
     Sink(cli::sink::SinkArgs),
+    /// Build a new generation of every index from the output topics and
+    /// swap it in with one alias change, without downtime (also applies a
+    /// template or `sink.index_version` change).
+    RebuildIndices(cli::rebuild::RebuildArgs),
+    /// The sink's dead-letter topic: `outbound dlq replay --from <topic>`.
+    Dlq(cli::dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Sink(args) => cli::sink::run(args),
+        Command::RebuildIndices(args) => cli::rebuild::run(args),
+        Command::Dlq(args) => cli::dlq::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

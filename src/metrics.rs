@@ -12,8 +12,8 @@ pub use http::{serve, Liveness, MetricsServer, STALL_AFTER};
 pub use kafka::ConsumerLag;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -56,6 +56,14 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         .register(Box::new(c.clone()))
         .expect("metric registered once");
     c
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -259,8 +267,9 @@ pub struct SinkMetrics {
     /// Bulk items by result: created, updated, deleted, not_found, conflict
     /// (a newer version is indexed: success), rejected (dead-lettered).
     pub items: IntCounterVec,
-    /// Retries, by reason: connection, status_429, status_5xx, item_429,
-    /// item_5xx, index_missing.
+    /// Retries, by reason: connection, status_429, status_5xx, protocol,
+    /// item_429, item_5xx, index_missing, blocked (not the documents' fault:
+    /// a block, privileges, a closed index), too_large (a 413, split).
     pub retries: IntCounterVec,
     /// Documents sent to the sink's dead-letter topic, by error type.
     pub rejections: IntCounterVec,
@@ -270,6 +279,18 @@ pub struct SinkMetrics {
     pub paused: IntGauge,
     /// Offsets committed, after Elasticsearch acknowledged every item before them.
     pub commits: IntCounterVec,
+    /// Restarts of the sink loop (from the committed offsets), by reason:
+    /// transient, refused (needs an operator), stale (a batch outlived
+    /// `sink.retry_window_ms`).
+    pub restarts: IntCounterVec,
+    /// Age of the oldest record not yet acknowledged, per output partition
+    /// (an upper bound, see `sink/lag.rs`).
+    pub lag_seconds: GaugeVec,
+    /// `delete.retention.ms` of each output topic, in seconds: a sink lagging
+    /// longer misses deletes (compaction drops their tombstones).
+    pub delete_retention_seconds: GaugeVec,
+    /// `/healthz/sink` and `outbound_sink_up`.
+    pub health: crate::sink::health::SinkHealth,
 }
 
 impl SinkMetrics {
@@ -338,6 +359,34 @@ impl SinkMetrics {
                 "Offset commits of the sink's consumer group, by outcome.",
                 &["outcome"],
             ),
+            restarts: counter(
+                registry,
+                "outbound_sink_restarts_total",
+                "Restarts of the sink from its committed offsets, by reason (transient, refused, stale).",
+                &["reason"],
+            ),
+            lag_seconds: float_gauge(
+                registry,
+                "outbound_sink_lag_seconds",
+                "Age of the oldest output record the sink has not had acknowledged, per partition (upper bound).",
+                &["topic", "partition"],
+            ),
+            delete_retention_seconds: float_gauge(
+                registry,
+                "outbound_sink_delete_retention_seconds",
+                "delete.retention.ms of each output topic the sink reads, in seconds.",
+                &["topic"],
+            ),
+            // Registered once a sink starts in the process (a process
+            // without one has no such series, rather than a 0 that alerts).
+            health: crate::sink::health::SinkHealth::new(
+                registry,
+                IntGauge::new(
+                    "outbound_sink_up",
+                    "1 while the Elasticsearch sink runs and its requests succeed (see /healthz/sink).",
+                )
+                .expect("valid metric definition"),
+            ),
         }
     }
 }
@@ -393,9 +442,23 @@ impl Metrics {
             "item_429",
             "item_5xx",
             "index_missing",
+            "blocked",
+            "too_large",
         ] {
             self.sink.retries.with_label_values(&[reason]);
         }
-        self.sink.items.with_label_values(&["rejected"]);
+        for result in [
+            "created",
+            "updated",
+            "deleted",
+            "not_found",
+            "conflict",
+            "rejected",
+        ] {
+            self.sink.items.with_label_values(&[result]);
+        }
+        for reason in ["transient", "refused", "stale"] {
+            self.sink.restarts.with_label_values(&[reason]);
+        }
     }
 }

@@ -163,7 +163,7 @@ fn expected(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<Stri
         for (_, offset, key, value) in read_committed_records(&topic, PARTITIONS) {
             let (alias, id) = if is_rollups {
                 let (r, id) = key.split_once('/').unwrap();
-                (format!("{}{r}", config.sink.index_prefix), id.to_owned())
+                (format!("{}{r}", config.sink.prefix()), id.to_owned())
             } else {
                 (config.sink.details_alias(), key)
             };
@@ -177,10 +177,7 @@ fn expected(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<Stri
         "courier_daily",
         "warehouse_daily",
     ] {
-        out.insert(
-            format!("{}{alias}", config.sink.index_prefix),
-            BTreeMap::new(),
-        );
+        out.insert(format!("{}{alias}", config.sink.prefix()), BTreeMap::new());
     }
     for ((alias, id), (offset, value)) in latest {
         let Some(v) = value else { continue };
@@ -206,7 +203,7 @@ fn indexed(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<Strin
     ]
     .iter()
     .map(|a| {
-        let alias = format!("{}{a}", config.sink.index_prefix);
+        let alias = format!("{}{a}", config.sink.prefix());
         let docs = all_docs(&alias);
         (alias, docs)
     })
@@ -217,7 +214,7 @@ fn indexed(config: &outbound::config::Config) -> BTreeMap<String, BTreeMap<Strin
 fn sink_indexes_committed_records_at_their_offsets_and_replay_changes_nothing() {
     let token = run_token("sink-index");
     let config = test_config(&token);
-    let _cleanup = IndexCleanup(config.sink.index_prefix.clone());
+    let _cleanup = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
     let rollups = config.topic("rollups");
     create_topics(&[&details, &rollups], PARTITIONS);
@@ -303,7 +300,7 @@ fn sink_indexes_committed_records_at_their_offsets_and_replay_changes_nothing() 
         "aborted record indexed"
     );
     // The legacy alias reads the same index.
-    let legacy = all_docs(&config.sink.details_legacy_alias());
+    let legacy = all_docs(&config.sink.details_legacy_alias().expect("legacy alias"));
     assert_eq!(legacy.len(), want[&config.sink.details_alias()].len());
 
     // Dead letters: the mapping error and the unknown rollup, with reasons.

@@ -235,24 +235,22 @@ fn kibana_visualizations_aggregate_live_fields_to_the_expected_numbers() {
     refs_resolve(&objects);
     let token = run_token("sink-kibana");
     let config = test_config(&token);
-    let _cleanup = IndexCleanup(config.sink.index_prefix.clone());
+    let _cleanup = IndexCleanup(config.sink.prefix().to_owned());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let service = outbound::sink::service::BulkService::new(&config.sink).unwrap();
-    let specs = outbound::sink::indices::index_specs(&config.sink).unwrap();
-    rt.block_on(outbound::sink::indices::install(service.client(), &specs))
+    rt.block_on(outbound::sink::install::install_indices(&config))
         .expect("install indices");
     // Twice: installing is idempotent.
-    rt.block_on(outbound::sink::indices::install(service.client(), &specs))
+    rt.block_on(outbound::sink::install::install_indices(&config))
         .expect("install indices again");
 
     // Index the seed-like rollups through the write aliases.
     let rollups = seed_rollups();
     let mut bulk = String::new();
     for (i, (key, m)) in rollups.iter().enumerate() {
-        let alias = format!("{}{}", config.sink.index_prefix, key.name().as_str());
+        let alias = format!("{}{}", config.sink.prefix(), key.name().as_str());
         bulk.push_str(&json!({"index": {"_index": alias, "_id": key.doc_id(), "version": i, "version_type": "external_gte"}}).to_string());
         bulk.push('\n');
         bulk.push_str(&serde_json::to_string(&rollup_doc(key, m)).unwrap());
@@ -276,7 +274,7 @@ fn kibana_visualizations_aggregate_live_fields_to_the_expected_numbers() {
             let title = o["attributes"]["title"].as_str().unwrap();
             (
                 o["id"].as_str().unwrap().to_owned(),
-                format!("{}{title}", config.sink.index_prefix),
+                format!("{}{title}", config.sink.prefix()),
             )
         })
         .collect();
@@ -330,7 +328,7 @@ fn kibana_visualizations_aggregate_live_fields_to_the_expected_numbers() {
             .unwrap();
         let mut want: BTreeMap<Vec<String>, i64> = BTreeMap::new();
         for (key, m) in &rollups {
-            if data_views[dv] != format!("{}{}", config.sink.index_prefix, key.name().as_str()) {
+            if data_views[dv] != format!("{}{}", config.sink.prefix(), key.name().as_str()) {
                 continue;
             }
             let doc = serde_json::to_value(rollup_doc(key, m)).unwrap();
@@ -360,7 +358,7 @@ fn kibana_visualizations_aggregate_live_fields_to_the_expected_numbers() {
     // The seed order's own numbers, spelled out.
     let (_, res) = es(
         "POST",
-        &format!("/{}warehouse_daily/_search", config.sink.index_prefix),
+        &format!("/{}warehouse_daily/_search", config.sink.prefix()),
         Some(
             json!({"size": 0, "query": {"term": {"warehouse": "wms"}}, "aggs": {"d": {"date_histogram": {"field": "day", "calendar_interval": "1d", "format": "yyyy-MM-dd"}, "aggs": {"c": {"sum": {"field": "shipping_cost"}}, "v": {"sum": {"field": "order_value"}}}}}}),
         ),
@@ -387,7 +385,10 @@ fn kibana_visualizations_aggregate_live_fields_to_the_expected_numbers() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    let caps = field_caps(&config.sink.details_legacy_alias(), &columns);
+    let caps = field_caps(
+        &config.sink.details_legacy_alias().expect("legacy alias"),
+        &columns,
+    );
     for c in columns {
         assert!(
             caps.contains_key(c),

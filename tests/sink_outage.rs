@@ -3,6 +3,7 @@
 //! retry steps; nothing is committed meanwhile; once the node is started
 //! again the sink resumes by itself: every document is there at the version
 //! of its latest record, none lost, none extra, and the sink never stopped.
+//! Meanwhile it reports itself unhealthy (`/healthz/sink`), then healthy.
 //!
 //! Needs `stack/stack.sh up kafka opensearch`. Restarts the opensearch
 //! component of the local stack (other tests using it see a short outage).
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::{json, Value};
+use outbound::sink::health::Report;
+use serde_json::Value;
 use sink_support::*;
 
 const PARTITIONS: i32 = 3;
@@ -45,29 +47,13 @@ impl Drop for NodeBackUp {
     }
 }
 
-fn doc(id: u32, generation: u32) -> String {
-    json!({
-        "order_id": format!("o{id}"),
-        "status": "shipped",
-        "ship_day": "2024-05-01",
-        "warehouse": format!("wh{}", id % 3),
-        "courier": "DHL",
-        "item": {"id": id.to_string(), "db": "wms", "item_type": "phone", "item_qty": generation + 1},
-        "order": null,
-        "shipment": null,
-        "data_quality": [],
-        "source": {"item_ts_ms": 1_714_550_400_000_i64}
-    })
-    .to_string()
-}
-
 #[test]
 fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     let token = run_token("sink-outage");
     let mut config = test_config(&token);
     config.sink.retry_initial_backoff_ms = 200;
     config.sink.retry_max_backoff_ms = 3_000;
-    let _cleanup = IndexCleanup(config.sink.index_prefix.clone());
+    let _cleanup = IndexCleanup(config.sink.prefix().to_owned());
     let details = config.topic("details");
     let rollups = config.topic("rollups");
     create_topics(&[&details, &rollups], PARTITIONS);
@@ -83,7 +69,7 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
 
     producer.send(
         &(1..=100)
-            .map(|id| rec(id, Some(doc(id, 0))))
+            .map(|id| rec(id, Some(item_doc(id, 0))))
             .collect::<Vec<_>>(),
         true,
     );
@@ -95,15 +81,18 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     let _guard = NodeBackUp;
     stack("down");
     // While the node is down: updates, deletes, new documents.
-    let mut records: Vec<_> = (1..=50).map(|id| rec(id, Some(doc(id, 1)))).collect();
+    let mut records: Vec<_> = (1..=50).map(|id| rec(id, Some(item_doc(id, 1)))).collect();
     records.extend((90..=100).map(|id| rec(id, None)));
-    records.extend((101..=150).map(|id| rec(id, Some(doc(id, 0)))));
+    records.extend((101..=150).map(|id| rec(id, Some(item_doc(id, 0)))));
     producer.send(&records, true);
     // Longer than the first retry steps (0.1–0.2 s, 0.2–0.4 s, 0.4–0.8 s, …).
     wait_for("the sink to retry at least 4 times", DEADLINE, || {
         (sink.counter("retries", "connection") >= 4).then_some(())
     });
     assert!(sink.is_running(), "the sink stopped during the outage");
+    wait_for("the sink to report itself unhealthy", DEADLINE, || {
+        matches!(sink.metrics.sink.health.report(), Report::Unhealthy(_)).then_some(())
+    });
     assert_eq!(
         committed(&group, &details, PARTITIONS),
         before,
@@ -113,6 +102,7 @@ fn sink_rides_out_a_search_node_outage_without_loss_or_duplicates() {
     stack("up");
     wait_committed_to_end(&group, &[&details], PARTITIONS);
     assert!(sink.is_running(), "the sink stopped after the outage");
+    assert_eq!(sink.metrics.sink.health.report(), Report::Healthy);
 
     // Expected: the latest committed record of every key.
     let mut want: BTreeMap<String, (i64, Option<Value>)> = BTreeMap::new();

@@ -32,7 +32,7 @@ pub struct SinkArgs {
     /// `sink.url`: the Elasticsearch-API node [default: http://127.0.0.1:9200]
     #[arg(long)]
     pub url: Option<String>,
-    /// `sink.index_prefix`: prefix of every index, alias and template [default: none]
+    /// `sink.index_prefix`: prefix of every index, alias and template [default: <app_id>-, none for app id outbound]
     #[arg(long)]
     pub index_prefix: Option<String>,
     /// `sink.batch_max_docs` [default: 5000]
@@ -59,7 +59,8 @@ pub struct SinkArgs {
 }
 
 impl SinkArgs {
-    fn overrides(&self) -> Value {
+    /// The flags given, as a partial configuration.
+    pub fn overrides(&self) -> Value {
         let mut root = Map::new();
         let mut sink = Map::new();
         if let Some(v) = &self.app_id {
@@ -109,7 +110,14 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let metrics_server =
         outbound::metrics::serve(&config.metrics.listen, metrics.clone(), shutdown.clone())?;
-    let handle = outbound::sink::spawn(config, metrics.clone(), shutdown.clone())?;
+    // Alone, the sink exits on what needs an operator (another app's index,
+    // a re-created topic) and rides out everything else.
+    let handle = outbound::sink::spawn_with(
+        config,
+        metrics.clone(),
+        shutdown.clone(),
+        outbound::sink::OnRefusal::Exit,
+    )?;
     // A sink-only process has no stream tasks: it is ready once the sink runs.
     metrics.set_ready(true);
     let result = handle

@@ -191,17 +191,29 @@ pub async fn ensure_topics(config: &Config, topics: &Topics) -> anyhow::Result<(
     if missing.is_empty() {
         return Ok(());
     }
+    // The outputs keep tombstones as long as configured: the sink must see
+    // every delete, however far behind it is (kafka.delete_retention_ms).
+    let output_retention = config.kafka.delete_retention_ms.to_string();
     let new_topics: Vec<NewTopic> = missing
         .iter()
         .map(|(name, kind)| {
-            kind.configs().iter().fold(
-                NewTopic::new(
-                    name,
-                    topics.partitions,
-                    TopicReplication::Fixed(config.kafka.replication_factor),
-                ),
-                |t, (k, v)| t.set(k, v),
-            )
+            let output = *name == topics.details || *name == topics.rollups;
+            let topic = kind
+                .configs()
+                .iter()
+                .filter(|(k, _)| !(output && *k == "delete.retention.ms"))
+                .fold(
+                    NewTopic::new(
+                        name,
+                        topics.partitions,
+                        TopicReplication::Fixed(config.kafka.replication_factor),
+                    ),
+                    |t, (k, v)| t.set(k, v),
+                );
+            match output {
+                true => topic.set("delete.retention.ms", &output_retention),
+                false => topic,
+            }
         })
         .collect();
     let results = admin

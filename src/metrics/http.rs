@@ -4,7 +4,10 @@
 //! - `GET /healthz`: liveness, 200 while every loop that reports heartbeats
 //!   ([`Liveness::beat`]) has iterated within [`STALL_AFTER`], else 503;
 //! - `GET /readyz`: readiness, 200 only when [`Metrics::is_ready`] (tasks
-//!   assigned, none restoring) and no shutdown is under way, else 503.
+//!   assigned, none restoring) and no shutdown is under way, else 503;
+//! - `GET /healthz/sink`: the Elasticsearch sink's own health (200, 503 with
+//!   the reason, 404 without a sink in the process): an Elasticsearch
+//!   problem fails this, never `/healthz` (see `sink/health.rs`).
 //!
 //! The server runs on its own thread and single-threaded runtime, so it
 //! answers whatever the stream loop is doing (a liveness probe must not share
@@ -153,6 +156,7 @@ pub fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/healthz/sink", get(sink_health))
         .with_state(state);
     let thread = std::thread::Builder::new()
         .name("metrics-http".into())
@@ -200,6 +204,18 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE,
         format!("stalled: {}\n", which.join(", ")),
     )
+}
+
+async fn sink_health(State(s): State<AppState>) -> impl IntoResponse {
+    use crate::sink::health::Report;
+    match s.metrics.sink.health.report() {
+        Report::Healthy => (StatusCode::OK, "ok\n".to_owned()),
+        Report::Absent => (
+            StatusCode::NOT_FOUND,
+            "no Elasticsearch sink in this process\n".to_owned(),
+        ),
+        Report::Unhealthy(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

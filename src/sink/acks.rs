@@ -11,8 +11,9 @@ use super::encoder::Origin;
 
 #[derive(Debug, Default)]
 struct PartitionAcks {
-    /// (batch id, last offset of the partition in that batch, acknowledged).
-    pending: VecDeque<(u64, i64, bool)>,
+    /// (batch id, first and last offset of the partition in that batch,
+    /// acknowledged), in consumption order.
+    pending: VecDeque<(u64, i64, i64, bool)>,
     /// Next offset to commit (last acknowledged offset + 1), once known.
     committable: Option<i64>,
     /// What was last handed out for committing.
@@ -30,15 +31,16 @@ impl OffsetTracker {
         Self::default()
     }
 
-    /// Registers a batch as it is dispatched, with the last offset it holds
-    /// of each partition. Batches must be registered in consumption order.
-    pub fn dispatched(&mut self, batch_id: u64, last_offsets: &[Origin]) {
-        for o in last_offsets {
+    /// Registers a batch as it is closed, with the first and last offset it
+    /// holds of each partition. Batches must be registered in consumption
+    /// order.
+    pub fn dispatched(&mut self, batch_id: u64, ranges: &[(Origin, i64)]) {
+        for (first, last) in ranges {
             self.parts
-                .entry((o.topic.clone(), o.partition))
+                .entry((first.topic.clone(), first.partition))
                 .or_default()
                 .pending
-                .push_back((batch_id, o.offset, false));
+                .push_back((batch_id, first.offset, *last, false));
         }
     }
 
@@ -46,9 +48,9 @@ impl OffsetTracker {
     pub fn acknowledged(&mut self, batch_id: u64) {
         for p in self.parts.values_mut() {
             if let Some(entry) = p.pending.iter_mut().find(|e| e.0 == batch_id) {
-                entry.2 = true;
+                entry.3 = true;
             }
-            while let Some(&(_, offset, true)) = p.pending.front() {
+            while let Some(&(_, _, offset, true)) = p.pending.front() {
                 p.committable = Some(offset + 1);
                 p.pending.pop_front();
             }
@@ -94,8 +96,17 @@ impl OffsetTracker {
     pub fn unacknowledged(&self) -> usize {
         self.parts
             .values()
-            .map(|p| p.pending.iter().filter(|e| !e.2).count())
+            .map(|p| p.pending.iter().filter(|e| !e.3).count())
             .sum()
+    }
+
+    /// The first offset of a partition not yet acknowledged (of the batches
+    /// registered here), if any.
+    pub fn first_unacknowledged(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.parts
+            .iter()
+            .find(|((t, p), _)| &**t == topic && *p == partition)
+            .and_then(|(_, a)| a.pending.front().map(|e| e.1))
     }
 }
 
@@ -114,13 +125,17 @@ mod tests {
     #[test]
     fn commits_only_the_acknowledged_prefix() {
         let mut t = OffsetTracker::new();
-        t.dispatched(1, &[o("d", 0, 9), o("r", 1, 4)]);
-        t.dispatched(2, &[o("d", 0, 19)]);
-        t.dispatched(3, &[o("d", 0, 29), o("r", 1, 8)]);
+        t.dispatched(1, &[(o("d", 0, 0), 9), (o("r", 1, 0), 4)]);
+        t.dispatched(2, &[(o("d", 0, 10), 19)]);
+        t.dispatched(3, &[(o("d", 0, 20), 29), (o("r", 1, 5), 8)]);
+        assert_eq!(t.first_unacknowledged("d", 0), Some(0));
         // Batch 2 finishes first: nothing of d/0 is committable yet.
         t.acknowledged(2);
         assert!(t.take_commits().is_empty());
+        assert_eq!(t.first_unacknowledged("d", 0), Some(0));
         t.acknowledged(1);
+        assert_eq!(t.first_unacknowledged("d", 0), Some(20));
+        assert_eq!(t.first_unacknowledged("r", 1), Some(5));
         assert_eq!(
             t.take_commits(),
             vec![("d".into(), 0, 20), ("r".into(), 1, 5)]
@@ -133,6 +148,7 @@ mod tests {
             vec![("d".into(), 0, 30), ("r".into(), 1, 9)]
         );
         assert_eq!(t.unacknowledged(), 0);
+        assert_eq!(t.first_unacknowledged("d", 0), None);
         assert_eq!(
             t.all_committable(&[("d".into(), 0)]),
             vec![("d".into(), 0, 30)]
@@ -142,12 +158,12 @@ mod tests {
     #[test]
     fn forgotten_partitions_do_not_commit() {
         let mut t = OffsetTracker::new();
-        t.dispatched(1, &[o("d", 0, 9), o("d", 1, 3)]);
+        t.dispatched(1, &[(o("d", 0, 0), 9), (o("d", 1, 0), 3)]);
         t.forget("d", 0);
         t.acknowledged(1);
         assert_eq!(t.take_commits(), vec![("d".into(), 1, 4)]);
         // Re-assigned later: fresh batches, old acks are ignored.
-        t.dispatched(2, &[o("d", 0, 5)]);
+        t.dispatched(2, &[(o("d", 0, 5), 5)]);
         t.acknowledged(1);
         assert!(t.take_commits().is_empty());
         t.acknowledged(2);

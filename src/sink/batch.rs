@@ -18,8 +18,9 @@ pub struct Batch {
     pub rejected: Vec<DeadLetter>,
     /// Bytes held in memory for this batch (bulk lines + rejected payloads).
     pub bytes: usize,
-    /// Highest offset per (topic, partition) in the batch.
-    pub last_offsets: Vec<Origin>,
+    /// Per (topic, partition) in the batch: its first record (the lowest
+    /// offset) and the highest offset.
+    pub ranges: Vec<(Origin, i64)>,
 }
 
 impl Batch {
@@ -33,13 +34,24 @@ impl Batch {
 
     fn note_offset(&mut self, origin: &Origin) {
         match self
-            .last_offsets
+            .ranges
             .iter_mut()
-            .find(|o| o.partition == origin.partition && o.topic == origin.topic)
+            .find(|(o, _)| o.partition == origin.partition && o.topic == origin.topic)
         {
-            Some(o) => o.offset = o.offset.max(origin.offset),
-            None => self.last_offsets.push(origin.clone()),
+            Some((first, last)) => {
+                first.offset = first.offset.min(origin.offset);
+                *last = (*last).max(origin.offset);
+            }
+            None => self.ranges.push((origin.clone(), origin.offset)),
         }
+    }
+
+    /// The lowest offset of a partition in the batch.
+    pub fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.ranges
+            .iter()
+            .find(|(o, _)| o.partition == partition && &*o.topic == topic)
+            .map(|(o, _)| o.offset)
     }
 }
 
@@ -69,6 +81,11 @@ impl Batcher {
     /// Bytes held by the open batch.
     pub fn bytes(&self) -> usize {
         self.current.bytes
+    }
+
+    /// The open batch's lowest offset of a partition.
+    pub fn first_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.current.first_offset(topic, partition)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,11 +163,11 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::config::SinkConfig;
+    use crate::sink::encoder::tests::targets;
     use crate::sink::encoder::Encoder;
 
     fn item(partition: i32, offset: i64, doc_bytes: usize) -> BulkItem {
-        let enc = Encoder::new(&SinkConfig::default(), "d", "r");
+        let enc = Encoder::new(&targets("", 0), "d", "r", 1 << 20).unwrap();
         let doc = format!("{{\"x\":\"{}\"}}", "a".repeat(doc_bytes));
         enc.encode(
             Origin {
@@ -171,16 +188,18 @@ mod tests {
         let mut b = Batcher::new(3, 1 << 20, Duration::from_secs(1));
         assert!(b.push(item(0, 1, 1), now).is_none());
         assert!(b.push(item(1, 7, 1), now).is_none());
+        assert_eq!(b.first_offset("d", 0), Some(1));
         let batch = b.push(item(0, 2, 1), now).expect("full at 3 docs");
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.id, 1);
-        let mut offsets: Vec<(i32, i64)> = batch
-            .last_offsets
+        let mut offsets: Vec<(i32, i64, i64)> = batch
+            .ranges
             .iter()
-            .map(|o| (o.partition, o.offset))
+            .map(|(o, last)| (o.partition, o.offset, *last))
             .collect();
         offsets.sort();
-        assert_eq!(offsets, [(0, 2), (1, 7)]);
+        assert_eq!(offsets, [(0, 1, 2), (1, 7, 7)]);
+        assert_eq!(b.first_offset("d", 0), None);
         assert!(b.is_empty());
         assert_eq!(b.deadline(), None);
     }

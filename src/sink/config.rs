@@ -20,16 +20,24 @@ pub struct SinkConfig {
     /// Basic-auth password (prefer `OUTBOUND_SINK__PASSWORD` to a file).
     pub password: String,
     /// Prefix of every index, alias and index template the sink owns, so
-    /// several deployments (or test runs) can share one cluster.
-    pub index_prefix: String,
-    /// Write alias of the detail index (one document per order item).
+    /// several apps can share one cluster. Unset: `<app_id>-` (lowercased),
+    /// except for the default app id `outbound`, whose indices keep the
+    /// documented names (`outbound_details`, `units_daily`, …). Each index
+    /// records its owner in its `_meta`; the sink refuses to write into an
+    /// index another app owns.
+    pub index_prefix: Option<String>,
+    /// Read alias of the detail index (one document per order item): what
+    /// readers query. The sink writes through `<alias>-write`, so a rebuild
+    /// can move writes and reads apart (see `outbound rebuild-indices`).
     pub details_alias: String,
-    /// Second alias of the detail index, under the name the original
-    /// project's Discover searches and CSV exports used.
+    /// Second read alias of the detail index, under the name the original
+    /// project's Discover searches and CSV exports used; empty = none.
     pub details_legacy_alias: String,
-    /// Concrete indices are `<alias>-v<index_version>`. Bump it when a mapping
-    /// changes incompatibly, then replay the output topics into the new
-    /// indices (reset the sink group's offsets) and move the aliases.
+    /// Mapping version in the names of the indices the sink creates
+    /// (`<alias>-v<index_version>-g<generation>`). After changing a template
+    /// incompatibly, bump it and run `outbound rebuild-indices`: a new
+    /// generation is filled from the output topics and swapped in with one
+    /// alias change, without downtime.
     pub index_version: u32,
     /// Install the index templates and create the indices at startup
     /// (idempotent). Off when an operator manages them.
@@ -51,15 +59,32 @@ pub struct SinkConfig {
     pub max_in_flight_bytes: usize,
     /// Timeout of one bulk request.
     pub request_timeout_ms: u64,
+    /// How long Elasticsearch waits for an unavailable shard inside one bulk
+    /// request (its `timeout` parameter) before answering 503 for the items.
+    pub bulk_timeout_ms: u64,
+    /// The largest bulk request the cluster (or a proxy in front of it)
+    /// accepts: `http.max_content_length`, 100 MB by default. A document
+    /// larger than this is dead-lettered when encoded; a request answered
+    /// 413 is split in halves.
+    pub max_request_bytes: usize,
     /// First retry delay of a bulk request or of its failed items; doubles
     /// per attempt, with jitter (a random delay in [d/2, d]).
     pub retry_initial_backoff_ms: u64,
     /// Cap of the retry delay.
     pub retry_max_backoff_ms: u64,
-    /// Attempts per batch before the sink gives up and exits with an error
-    /// (nothing is committed past the batch, so a restart resumes it).
-    /// 0 = retry for as long as it takes: an outage only delays the index.
+    /// Attempts per bulk request before the sink gives up on the batch and
+    /// starts again from the committed offsets (nothing is lost: nothing
+    /// past the batch was committed). 0 = bounded by `retry_window_ms` only.
     pub retry_max_attempts: u32,
+    /// Attempts of one document that keeps failing with a transient item
+    /// error (429, 5xx) before it is dead-lettered; 0 = `retry_window_ms` only.
+    pub max_item_attempts: u32,
+    /// The longest a batch is retried. Past it, documents failing with item
+    /// errors are dead-lettered, and a batch still failing as a whole is
+    /// dropped and read again from the committed offsets. Every index keeps
+    /// deletes (`index.gc_deletes`) at least twice this long, so a retried
+    /// old write can never bring back a document deleted meanwhile.
+    pub retry_window_ms: u64,
     /// Topic of documents Elasticsearch rejects for good (e.g. a mapping
     /// error); empty = `<app_id>-sink-dlq`.
     pub dlq_topic: String,
@@ -72,7 +97,7 @@ impl Default for SinkConfig {
             url: "http://127.0.0.1:9200".into(),
             username: String::new(),
             password: String::new(),
-            index_prefix: String::new(),
+            index_prefix: None,
             details_alias: "outbound_details".into(),
             details_legacy_alias: "latestoutboundreport_es".into(),
             index_version: 1,
@@ -85,33 +110,64 @@ impl Default for SinkConfig {
             max_in_flight_requests: 2,
             max_in_flight_bytes: 64 * 1024 * 1024,
             request_timeout_ms: 60_000,
+            bulk_timeout_ms: 60_000,
+            max_request_bytes: 100 * 1024 * 1024,
             retry_initial_backoff_ms: 200,
             retry_max_backoff_ms: 30_000,
             retry_max_attempts: 0,
+            max_item_attempts: 10,
+            retry_window_ms: 5 * 60_000,
             dlq_topic: String::new(),
         }
     }
 }
 
+/// The app id whose indices keep the documented, unprefixed names.
+pub const DEFAULT_APP_ID: &str = "outbound";
+
 impl SinkConfig {
-    /// The write alias of the detail index.
+    /// The prefix when `index_prefix` is unset: `<app_id>-`, or none for
+    /// the default app id.
+    pub fn default_index_prefix(app_id: &str) -> String {
+        if app_id == DEFAULT_APP_ID {
+            String::new()
+        } else {
+            format!("{}-", app_id.to_ascii_lowercase())
+        }
+    }
+
+    /// Fills an unset `index_prefix` from the app id.
+    pub fn resolve_index_prefix(&mut self, app_id: &str) {
+        if self.index_prefix.is_none() {
+            self.index_prefix = Some(Self::default_index_prefix(app_id));
+        }
+    }
+
+    /// The index prefix (resolve it first: unset reads as none).
+    pub fn prefix(&self) -> &str {
+        self.index_prefix.as_deref().unwrap_or_default()
+    }
+
+    /// The main read alias of the detail index (what readers query).
     pub fn details_alias(&self) -> String {
-        format!("{}{}", self.index_prefix, self.details_alias)
+        format!("{}{}", self.prefix(), self.details_alias)
     }
 
-    /// The extra (read) alias of the detail index.
-    pub fn details_legacy_alias(&self) -> String {
-        format!("{}{}", self.index_prefix, self.details_legacy_alias)
+    /// The extra read alias of the detail index; None when disabled (empty).
+    pub fn details_legacy_alias(&self) -> Option<String> {
+        (!self.details_legacy_alias.is_empty())
+            .then(|| format!("{}{}", self.prefix(), self.details_legacy_alias))
     }
 
-    /// The alias of one rollup's index, e.g. `units_daily`.
+    /// The read alias of one rollup's index, e.g. `units_daily`.
     pub fn rollup_alias(&self, rollup: RollupName) -> String {
-        format!("{}{}", self.index_prefix, rollup.as_str())
+        format!("{}{}", self.prefix(), rollup.as_str())
     }
 
-    /// The concrete index behind a write alias.
-    pub fn index_of(&self, alias: &str) -> String {
-        format!("{alias}-v{}", self.index_version)
+    /// `index.gc_deletes` of every index: twice the retry window, at least
+    /// an hour (Elasticsearch's default of 60 s is shorter than one backoff).
+    pub fn gc_deletes_secs(&self) -> u64 {
+        (2 * self.retry_window_ms.div_ceil(1000)).max(3600)
     }
 
     /// Checks the values; errors name the key.
@@ -124,9 +180,12 @@ impl SinkConfig {
             self.url
         );
         for (key, v) in [
-            ("sink.index_prefix", &self.index_prefix),
-            ("sink.details_alias", &self.details_alias),
-            ("sink.details_legacy_alias", &self.details_legacy_alias),
+            ("sink.index_prefix", self.prefix()),
+            ("sink.details_alias", self.details_alias.as_str()),
+            (
+                "sink.details_legacy_alias",
+                self.details_legacy_alias.as_str(),
+            ),
         ] {
             anyhow::ensure!(
                 v.chars()
@@ -137,6 +196,13 @@ impl SinkConfig {
         anyhow::ensure!(
             !self.details_alias.is_empty(),
             "config key `sink.details_alias` must not be empty"
+        );
+        let first = self.details_alias().chars().next();
+        anyhow::ensure!(
+            !matches!(first, Some('-' | '_' | '.')),
+            "config keys `sink.index_prefix` = {:?} and `sink.details_alias`: index names must not \
+             start with '-', '_' or '.'",
+            self.prefix()
         );
         anyhow::ensure!(
             self.details_alias != self.details_legacy_alias,
@@ -156,6 +222,9 @@ impl SinkConfig {
                 self.retry_initial_backoff_ms,
             ),
             ("sink.index_version", u64::from(self.index_version)),
+            ("sink.bulk_timeout_ms", self.bulk_timeout_ms),
+            ("sink.max_request_bytes", self.max_request_bytes as u64),
+            ("sink.retry_window_ms", self.retry_window_ms),
             ("sink.number_of_shards", u64::from(self.number_of_shards)),
         ];
         for (key, v) in positive {
@@ -166,6 +235,20 @@ impl SinkConfig {
             "config key `sink.max_in_flight_bytes` = {} must be at least `sink.batch_max_bytes` = {}",
             self.max_in_flight_bytes,
             self.batch_max_bytes
+        );
+        anyhow::ensure!(
+            self.batch_max_bytes <= self.max_request_bytes,
+            "config key `sink.batch_max_bytes` = {} must be at most `sink.max_request_bytes` = {} \
+             (the largest request the cluster accepts)",
+            self.batch_max_bytes,
+            self.max_request_bytes
+        );
+        anyhow::ensure!(
+            self.retry_window_ms > self.retry_max_backoff_ms,
+            "config key `sink.retry_window_ms` = {} must be above `sink.retry_max_backoff_ms` = {}: \
+             a batch gets at least one retry",
+            self.retry_window_ms,
+            self.retry_max_backoff_ms
         );
         anyhow::ensure!(
             self.retry_max_backoff_ms >= self.retry_initial_backoff_ms,
@@ -181,12 +264,48 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_name_the_local_indices() {
-        let c = SinkConfig::default();
+        let mut c = SinkConfig::default();
+        c.resolve_index_prefix(DEFAULT_APP_ID);
         c.validate().unwrap();
         assert_eq!(c.details_alias(), "outbound_details");
-        assert_eq!(c.details_legacy_alias(), "latestoutboundreport_es");
+        assert_eq!(
+            c.details_legacy_alias().as_deref(),
+            Some("latestoutboundreport_es")
+        );
         assert_eq!(c.rollup_alias(RollupName::UnitsDaily), "units_daily");
-        assert_eq!(c.index_of("units_daily"), "units_daily-v1");
+        assert!(c.gc_deletes_secs() >= 2 * c.retry_window_ms / 1000);
+    }
+
+    #[test]
+    fn default_index_names_differ_between_apps() {
+        let names = |app: &str| {
+            let mut c = SinkConfig::default();
+            c.resolve_index_prefix(app);
+            c.validate().unwrap();
+            let mut n = vec![c.details_alias()];
+            n.extend(c.details_legacy_alias());
+            n.extend(RollupName::ALL.map(|r| c.rollup_alias(r)));
+            n
+        };
+        let (a, b) = (names("orders-eu"), names("Orders_US"));
+        assert_eq!(a[0], "orders-eu-outbound_details");
+        assert_eq!(b[0], "orders_us-outbound_details", "lowercased");
+        assert!(a
+            .iter()
+            .all(|n| !b.contains(n) && !names("outbound").contains(n)));
+        // An explicit prefix wins, even an empty one.
+        let mut c = SinkConfig {
+            index_prefix: Some(String::new()),
+            ..SinkConfig::default()
+        };
+        c.resolve_index_prefix("orders-eu");
+        assert_eq!(c.details_alias(), "outbound_details");
+        let mut c = SinkConfig {
+            details_legacy_alias: String::new(),
+            ..SinkConfig::default()
+        };
+        c.resolve_index_prefix("x");
+        assert_eq!(c.details_legacy_alias(), None, "empty disables it");
     }
 
     #[test]
@@ -197,7 +316,7 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().to_string().contains("sink.url"));
         let c = SinkConfig {
-            index_prefix: "Staging-".into(),
+            index_prefix: Some("Staging-".into()),
             ..SinkConfig::default()
         };
         assert!(c
@@ -214,5 +333,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("sink.max_in_flight_bytes"));
+        let c = SinkConfig {
+            batch_max_bytes: 10 << 20,
+            max_request_bytes: 1 << 20,
+            ..SinkConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.max_request_bytes"));
+        let c = SinkConfig {
+            retry_window_ms: 1_000,
+            ..SinkConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.retry_window_ms"));
+        let c = SinkConfig {
+            index_prefix: Some("_x".into()),
+            ..SinkConfig::default()
+        };
+        assert!(c.validate().is_err());
     }
 }

@@ -31,6 +31,9 @@ pub struct DeadLetter {
     pub id: Option<String>,
     /// The item's HTTP status from Elasticsearch, when it got there.
     pub status: Option<u16>,
+    /// The topic id of the source topic's incarnation (its offsets mean
+    /// nothing in another): a replay skips letters of another incarnation.
+    pub topic_id: Option<String>,
 }
 
 impl DeadLetter {
@@ -93,7 +96,62 @@ impl DeadLetter {
                 value: Some(s.as_str()),
             });
         }
+        if let Some(id) = &self.topic_id {
+            h = h.insert(Header {
+                key: "outbound.source.topic_id",
+                value: Some(id.as_str()),
+            });
+        }
         h
+    }
+}
+
+/// What a dead letter's headers say, read back (for `outbound dlq replay`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LetterHeaders {
+    pub error: Option<String>,
+    pub error_type: Option<String>,
+    pub source_topic: Option<String>,
+    pub source_partition: Option<i32>,
+    pub source_offset: Option<i64>,
+    pub source_topic_id: Option<String>,
+    pub index: Option<String>,
+    pub doc_id: Option<String>,
+}
+
+impl LetterHeaders {
+    /// From (name, value) pairs; unknown names are ignored.
+    pub fn parse<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
+        let mut h = LetterHeaders::default();
+        for (name, value) in headers {
+            let Some(v) = value.map(|v| String::from_utf8_lossy(v).into_owned()) else {
+                continue;
+            };
+            match name {
+                "outbound.error" => h.error = Some(v),
+                "outbound.error.type" => h.error_type = Some(v),
+                "outbound.source.topic" => h.source_topic = Some(v),
+                "outbound.source.partition" => h.source_partition = v.parse().ok(),
+                "outbound.source.offset" => h.source_offset = v.parse().ok(),
+                "outbound.source.topic_id" => h.source_topic_id = Some(v),
+                "outbound.index" => h.index = Some(v),
+                "outbound.doc_id" => h.doc_id = Some(v),
+                _ => {}
+            }
+        }
+        h
+    }
+
+    /// Whether `--filter` selects it: the error type, or a part of the message.
+    pub fn matches(&self, filter: &str) -> bool {
+        let f = filter.to_ascii_lowercase();
+        self.error_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(filter))
+            || self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains(&f))
     }
 }
 
@@ -172,5 +230,50 @@ impl DeadLetterProducer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers;
+
+    #[test]
+    fn headers_read_back_what_was_written() {
+        let letter = DeadLetter {
+            origin: Origin {
+                topic: "app-details".into(),
+                partition: 2,
+                offset: 41,
+            },
+            key: Some(b"17".to_vec()),
+            value: Some(b"{}".to_vec()),
+            timestamp_ms: Some(1_700_000_000_000),
+            error_type: "mapper_parsing_exception".into(),
+            reason: "failed to parse field [units]".into(),
+            index: Some("app-outbound_details-write".into()),
+            id: Some("17".into()),
+            status: Some(400),
+            topic_id: Some("AbCd".into()),
+        };
+        let written = letter.headers();
+        let read = LetterHeaders::parse(written.iter().map(|h| (h.key, h.value)));
+        assert_eq!(
+            read,
+            LetterHeaders {
+                error: Some("failed to parse field [units]".into()),
+                error_type: Some("mapper_parsing_exception".into()),
+                source_topic: Some("app-details".into()),
+                source_partition: Some(2),
+                source_offset: Some(41),
+                source_topic_id: Some("AbCd".into()),
+                index: Some("app-outbound_details-write".into()),
+                doc_id: Some("17".into()),
+            }
+        );
+        assert!(read.matches("mapper_parsing_exception"));
+        assert!(read.matches("MAPPER_PARSING_EXCEPTION"));
+        assert!(read.matches("field [units]"));
+        assert!(!read.matches("security_exception"));
     }
 }

@@ -2,12 +2,16 @@
 //! rollups by the key's `<rollup>/` prefix), which `_id`, and the action and
 //! source lines, encoded once so retries resend the same bytes.
 //!
-//! Every action carries `version_type=external_gte` with `version` = the
-//! record's offset. A key always lands in the same partition of its output
-//! topic, so offsets grow with every change of a document: a replay rewrites
-//! a document with the version it already has (accepted, unchanged) and an
-//! older record than the indexed one is refused with a version conflict,
-//! which the sink counts as success. A tombstone becomes a versioned delete.
+//! Every action carries `version_type=external_gte` with
+//! `version = epoch << 40 | offset`: a key always lands in the same
+//! partition of its output topic, so offsets grow with every change of a
+//! document. A replay rewrites a document with the version it already has
+//! (accepted, unchanged) and an older record than the indexed one is refused
+//! with a version conflict, which the sink counts as success. The epoch
+//! (recorded in each index's `_meta`, see `ownership.rs`) numbers the
+//! incarnations of the output topic: when a topic is re-created its offsets
+//! start again, and only a higher epoch lets them win over what is indexed.
+//! A tombstone becomes a versioned delete.
 
 use std::sync::Arc;
 
@@ -16,7 +20,28 @@ use serde::Serialize;
 
 use outbound_pipeline::rollup::RollupName;
 
-use super::config::SinkConfig;
+use super::indices::IndexRole;
+
+/// Bits of the version that hold the offset: 2⁴⁰ (10¹²) records per
+/// partition and incarnation, 2²³ epochs below the largest version.
+pub const OFFSET_BITS: u32 = 40;
+
+/// The external version of the record at `offset` in `epoch`.
+pub fn version(epoch: u32, offset: i64) -> Option<i64> {
+    (0..1i64 << OFFSET_BITS)
+        .contains(&offset)
+        .then(|| (i64::from(epoch) << OFFSET_BITS) | offset)
+        .filter(|_| epoch < 1 << (63 - OFFSET_BITS))
+}
+
+/// Where the documents of one index go: the alias a bulk action names and
+/// the epoch its versions are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub role: IndexRole,
+    pub alias: Arc<str>,
+    pub epoch: u32,
+}
 
 /// Where a record came from: named in every error and dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +110,12 @@ pub enum EncodeError {
     InvalidJson(String),
     #[error("record from topic {0} that the sink does not read")]
     UnknownTopic(String),
+    #[error("document of {bytes} bytes is above the request limit of {limit} bytes (sink.max_request_bytes)")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error(
+        "offset {offset} or epoch {epoch} does not fit an external version (epoch << 40 | offset)"
+    )]
+    VersionOverflow { epoch: u32, offset: i64 },
 }
 
 impl EncodeError {
@@ -97,17 +128,26 @@ impl EncodeError {
             EncodeError::BadId => "bad_id",
             EncodeError::InvalidJson(_) => "invalid_json",
             EncodeError::UnknownTopic(_) => "unknown_topic",
+            EncodeError::TooLarge { .. } => "document_too_large",
+            EncodeError::VersionOverflow { .. } => "version_overflow",
         }
+    }
+
+    /// Whether the record itself is at fault (dead-letter it); otherwise
+    /// the sink's state is (stop with the error).
+    pub fn is_records_fault(&self) -> bool {
+        !matches!(self, EncodeError::VersionOverflow { .. })
     }
 }
 
-/// Routes records of the two output topics to their aliases.
+/// Routes records of the two output topics to their indices' targets.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     details_topic: String,
     rollups_topic: String,
-    details_alias: Arc<str>,
-    rollup_aliases: Vec<(RollupName, Arc<str>)>,
+    details: Target,
+    rollups: Vec<(RollupName, Target)>,
+    max_bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -127,16 +167,31 @@ enum Action<'a> {
 }
 
 impl Encoder {
-    pub fn new(config: &SinkConfig, details_topic: &str, rollups_topic: &str) -> Self {
-        Self {
+    /// `targets` holds one target per index role; `max_bytes` is the
+    /// largest bulk request (one document above it can never be sent).
+    pub fn new(
+        targets: &[Target],
+        details_topic: &str,
+        rollups_topic: &str,
+        max_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let find = |role: IndexRole| {
+            targets
+                .iter()
+                .find(|t| t.role == role)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no index target for {role:?}"))
+        };
+        Ok(Self {
             details_topic: details_topic.to_owned(),
             rollups_topic: rollups_topic.to_owned(),
-            details_alias: config.details_alias().into(),
-            rollup_aliases: RollupName::ALL
+            details: find(IndexRole::Details)?,
+            rollups: RollupName::ALL
                 .iter()
-                .map(|r| (*r, Arc::from(config.rollup_alias(*r))))
-                .collect(),
-        }
+                .map(|r| Ok((*r, find(IndexRole::Rollup(*r))?)))
+                .collect::<anyhow::Result<_>>()?,
+            max_bytes,
+        })
     }
 
     /// The topics the sink reads.
@@ -154,29 +209,34 @@ impl Encoder {
     ) -> Result<BulkItem, EncodeError> {
         let key = key.ok_or(EncodeError::MissingKey)?;
         let key = std::str::from_utf8(key).map_err(|_| EncodeError::KeyNotUtf8)?;
-        let (index, id) = if *origin.topic == *self.details_topic {
-            (self.details_alias.clone(), key)
+        let (target, id) = if *origin.topic == *self.details_topic {
+            (&self.details, key)
         } else if *origin.topic == *self.rollups_topic {
             let (rollup, id) = key
                 .split_once('/')
                 .ok_or_else(|| EncodeError::UnknownRollup(key.to_owned()))?;
-            let alias = self
-                .rollup_aliases
+            let target = self
+                .rollups
                 .iter()
                 .find(|(r, _)| r.as_str() == rollup)
-                .map(|(_, a)| a.clone())
+                .map(|(_, t)| t)
                 .ok_or_else(|| EncodeError::UnknownRollup(key.to_owned()))?;
-            (alias, id)
+            (target, id)
         } else {
             return Err(EncodeError::UnknownTopic(origin.topic.to_string()));
         };
         if id.is_empty() || id.len() > 512 {
             return Err(EncodeError::BadId);
         }
+        let version = version(target.epoch, origin.offset).ok_or(EncodeError::VersionOverflow {
+            epoch: target.epoch,
+            offset: origin.offset,
+        })?;
+        let index = target.alias.clone();
         let meta = ActionMeta {
             _index: &index,
             _id: id,
-            version: origin.offset,
+            version,
             version_type: "external_gte",
         };
         let (op, action) = match value {
@@ -192,6 +252,12 @@ impl Encoder {
         buf.put_u8(b'\n');
         if let Some(v) = value {
             append_source(&mut buf, v)?;
+        }
+        if buf.len() > self.max_bytes {
+            return Err(EncodeError::TooLarge {
+                bytes: buf.len(),
+                limit: self.max_bytes,
+            });
         }
         Ok(BulkItem {
             key: Bytes::copy_from_slice(key.as_bytes()),
@@ -228,15 +294,33 @@ fn append_source(buf: &mut BytesMut, value: &[u8]) -> Result<(), EncodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// Targets named like a prefix `t-` would name them, in `epoch`.
+    pub(crate) fn targets(prefix: &str, epoch: u32) -> Vec<Target> {
+        std::iter::once(IndexRole::Details)
+            .chain(RollupName::ALL.map(IndexRole::Rollup))
+            .map(|role| Target {
+                role,
+                alias: format!("{prefix}{}-write", role.base_alias("outbound_details")).into(),
+                epoch,
+            })
+            .collect()
+    }
+
+    fn encoder_in(epoch: u32, max_bytes: usize) -> Encoder {
+        Encoder::new(
+            &targets("t-", epoch),
+            "app-details",
+            "app-rollups",
+            max_bytes,
+        )
+        .unwrap()
+    }
+
     fn encoder() -> Encoder {
-        let config = SinkConfig {
-            index_prefix: "t-".into(),
-            ..SinkConfig::default()
-        };
-        Encoder::new(&config, "app-details", "app-rollups")
+        encoder_in(0, 1 << 20)
     }
 
     fn origin(topic: &str, offset: i64) -> Origin {
@@ -267,12 +351,12 @@ mod tests {
             )
             .unwrap();
         assert_eq!(item.op, Op::Index);
-        assert_eq!(&*item.index, "t-outbound_details");
+        assert_eq!(&*item.index, "t-outbound_details-write");
         assert_eq!(item.id, "17");
         assert_eq!(
             lines(&item),
             vec![
-                serde_json::json!({"index": {"_index": "t-outbound_details", "_id": "17", "version": 41, "version_type": "external_gte"}}),
+                serde_json::json!({"index": {"_index": "t-outbound_details-write", "_id": "17", "version": 41, "version_type": "external_gte"}}),
                 serde_json::json!({"order_id": "o1", "status": "shipped"}),
             ]
         );
@@ -290,7 +374,7 @@ mod tests {
         assert_eq!(
             lines(&item),
             vec![
-                serde_json::json!({"delete": {"_index": "t-outbound_details", "_id": "17", "version": 9, "version_type": "external_gte"}})
+                serde_json::json!({"delete": {"_index": "t-outbound_details-write", "_id": "17", "version": 9, "version_type": "external_gte"}})
             ]
         );
     }
@@ -306,7 +390,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        assert_eq!(&*item.index, "t-units_daily");
+        assert_eq!(&*item.index, "t-units_daily-write");
         assert_eq!(item.id, "2024-05-01|wh1|phone");
         // Only the first `/` separates: ids may contain `/`.
         let item = e
@@ -317,7 +401,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        assert_eq!(&*item.index, "t-courier_daily");
+        assert_eq!(&*item.index, "t-courier_daily-write");
         assert_eq!(item.id, "2024-05-01|a/b");
         let item = e
             .encode(
@@ -362,6 +446,50 @@ mod tests {
             err("other", Some(b"1"), None),
             EncodeError::UnknownTopic(_)
         ));
+    }
+
+    #[test]
+    fn the_epoch_is_folded_above_the_offset() {
+        assert_eq!(version(0, 41), Some(41));
+        assert_eq!(version(1, 0), Some(1 << 40));
+        assert_eq!(version(3, 7), Some((3 << 40) | 7));
+        assert!(version(1, 0) > version(0, (1 << 40) - 1));
+        assert_eq!(version(0, 1 << 40), None, "offset above 40 bits");
+        assert_eq!(version(0, -1), None);
+        assert_eq!(version(1 << 23, 0), None, "epoch above 23 bits");
+        assert_eq!(version((1 << 23) - 1, (1 << 40) - 1), Some(i64::MAX));
+        let item = encoder_in(2, 1 << 20)
+            .encode(origin("app-details", 5), Some(b"1"), None, None)
+            .unwrap();
+        assert_eq!(lines(&item)[0]["delete"]["version"], (2_i64 << 40) | 5);
+        let err = encoder_in(0, 1 << 20)
+            .encode(origin("app-details", 1 << 40), Some(b"1"), None, None)
+            .unwrap_err();
+        assert!(!err.is_records_fault(), "{err}");
+    }
+
+    #[test]
+    fn a_document_above_the_request_limit_is_refused_at_encode_time() {
+        let doc = format!("{{\"a\":\"{}\"}}", "x".repeat(500));
+        let err = encoder_in(0, 300)
+            .encode(
+                origin("app-details", 1),
+                Some(b"1"),
+                Some(doc.as_bytes()),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, EncodeError::TooLarge { limit: 300, .. }),
+            "{err}"
+        );
+        assert_eq!(err.kind(), "document_too_large");
+        assert!(err.is_records_fault());
+        assert!(err.to_string().contains("sink.max_request_bytes"));
+        // A delete is always small.
+        assert!(encoder_in(0, 300)
+            .encode(origin("app-details", 1), Some(b"1"), None, None)
+            .is_ok());
     }
 
     #[test]

@@ -1,32 +1,29 @@
-//! The indices the sink writes, installed idempotently at startup from the
-//! index templates in `search/templates/` (compiled in):
+//! The indices the sink writes and their names, from the index templates in
+//! `search/templates/` (compiled in). With `sink.index_prefix` = P:
 //!
-//! | write alias        | other alias               | concrete index          |
-//! |--------------------|---------------------------|-------------------------|
-//! | `outbound_details` | `latestoutboundreport_es` | `outbound_details-v1`   |
-//! | `units_daily`      |                           | `units_daily-v1`        |
-//! | `courier_daily`    |                           | `courier_daily-v1`      |
-//! | `warehouse_daily`  |                           | `warehouse_daily-v1`    |
+//! | index role    | read aliases (what readers query)           | write alias              |
+//! |---------------|---------------------------------------------|--------------------------|
+//! | details       | `P outbound_details`, `P latestoutboundreport_es` | `P outbound_details-write` |
+//! | units_daily   | `P units_daily`                             | `P units_daily-write`    |
+//! | courier_daily | `P courier_daily`                           | `P courier_daily-write`  |
+//! | warehouse_daily | `P warehouse_daily`                       | `P warehouse_daily-write`|
 //!
-//! (all names prefixed by `sink.index_prefix`; `-v1` is `sink.index_version`).
-//! Each template is put under the write alias' name for `<alias>-v*`, so an
-//! index created by hand for a later version gets the same mapping. The
-//! concrete index is created with its aliases only while the write alias does
-//! not exist; once it exists it is left alone (moving aliases to a new index
-//! version after replaying into it is an operator's decision).
+//! Concrete indices are `<read alias>-v<index_version>-g<generation>`; each
+//! template is put under the read alias' name for `<read alias>-v*`, so every
+//! generation gets the current mapping. Reads and writes go through separate
+//! aliases so that `outbound rebuild-indices` can move the writers to a new
+//! generation first, let it catch up, and only then move every reader in one
+//! `_aliases` call (`rebuild.rs`). A rebuild fills its generation through
+//! `<read alias>-rebuild`.
 
 use anyhow::Context;
-use elasticsearch::indices::{
-    IndicesCreateParts, IndicesExistsAliasParts, IndicesPutIndexTemplateParts,
-};
-use elasticsearch::Elasticsearch;
 use serde_json::{json, Value};
 
 use outbound_pipeline::rollup::RollupName;
 
-use super::config::SinkConfig;
+use crate::config::Config;
 
-/// The template files, by write alias (without prefix).
+/// The template files, by template name (the read alias without prefix).
 pub const TEMPLATES: [(&str, &str); 4] = [
     (
         "outbound_details",
@@ -46,22 +43,99 @@ pub const TEMPLATES: [(&str, &str); 4] = [
     ),
 ];
 
-/// One index the sink owns.
+/// Which of the four indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexRole {
+    Details,
+    Rollup(RollupName),
+}
+
+impl IndexRole {
+    pub const ALL: [IndexRole; 4] = [
+        IndexRole::Details,
+        IndexRole::Rollup(RollupName::UnitsDaily),
+        IndexRole::Rollup(RollupName::CourierDaily),
+        IndexRole::Rollup(RollupName::WarehouseDaily),
+    ];
+
+    /// `details`, `units_daily`, …: for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            IndexRole::Details => "details",
+            IndexRole::Rollup(r) => r.as_str(),
+        }
+    }
+
+    /// The template file's name.
+    pub fn template_file(self) -> &'static str {
+        match self {
+            IndexRole::Details => "outbound_details",
+            IndexRole::Rollup(r) => r.as_str(),
+        }
+    }
+
+    /// The suffix of the output topic that feeds it (`config.topic(..)`).
+    pub fn output(self) -> &'static str {
+        match self {
+            IndexRole::Details => "details",
+            IndexRole::Rollup(_) => "rollups",
+        }
+    }
+
+    /// The read alias without prefix (`sink.details_alias` for details).
+    pub fn base_alias(self, details_alias: &str) -> String {
+        match self {
+            IndexRole::Details => details_alias.to_owned(),
+            IndexRole::Rollup(r) => r.as_str().to_owned(),
+        }
+    }
+}
+
+/// One index the sink owns, named for one configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexSpec {
-    /// Write alias (also the template's name).
+    pub role: IndexRole,
+    /// The main read alias; also the template's name and the stem of the
+    /// concrete index names.
     pub alias: String,
-    /// Further aliases on the same index.
+    /// Every read alias: the main one first, then e.g. the legacy alias.
     pub read_aliases: Vec<String>,
-    /// The concrete index.
-    pub index: String,
+    /// The alias the sink writes through.
+    pub write_alias: String,
+    /// The alias a rebuild fills its new generation through.
+    pub rebuild_alias: String,
+    /// The output topic feeding the index.
+    pub topic: String,
+    pub index_version: u32,
     /// The composable index template body.
     pub template: Value,
 }
 
+impl IndexSpec {
+    /// The concrete index of a generation.
+    pub fn index_name(&self, generation: u32) -> String {
+        format!("{}-v{}-g{generation}", self.alias, self.index_version)
+    }
+
+    /// Every concrete index of this alias, whatever its version or generation.
+    pub fn index_pattern(&self) -> String {
+        format!("{}-v*", self.alias)
+    }
+
+    /// The config key that names a read alias (for error messages).
+    pub fn key_of(&self, read_alias: &str) -> &'static str {
+        if read_alias == self.alias {
+            "sink.index_prefix"
+        } else {
+            "sink.details_legacy_alias"
+        }
+    }
+}
+
 /// The indices of this configuration, templates adapted to its names,
-/// shard counts and replicas.
-pub fn index_specs(config: &SinkConfig) -> anyhow::Result<Vec<IndexSpec>> {
+/// shard counts, replicas and delete retention.
+pub fn index_specs(config: &Config) -> anyhow::Result<Vec<IndexSpec>> {
+    let sink = &config.sink;
     let file = |name: &str| -> anyhow::Result<Value> {
         let text = TEMPLATES
             .iter()
@@ -71,153 +145,121 @@ pub fn index_specs(config: &SinkConfig) -> anyhow::Result<Vec<IndexSpec>> {
         serde_json::from_str(text)
             .with_context(|| format!("search/templates/{name}.json is not JSON"))
     };
-    let mut specs = vec![(
-        config.details_alias(),
-        vec![config.details_legacy_alias()],
-        file("outbound_details")?,
-    )];
-    for r in RollupName::ALL {
-        specs.push((config.rollup_alias(r), Vec::new(), file(r.as_str())?));
-    }
-    Ok(specs
-        .into_iter()
-        .map(|(alias, read_aliases, mut template)| {
+    IndexRole::ALL
+        .iter()
+        .map(|&role| {
+            let alias = format!("{}{}", sink.prefix(), role.base_alias(&sink.details_alias));
+            let mut read_aliases = vec![alias.clone()];
+            if role == IndexRole::Details {
+                read_aliases.extend(sink.details_legacy_alias());
+            }
+            let mut template = file(role.template_file())?;
             template["index_patterns"] = json!([format!("{alias}-v*")]);
-            template["_meta"]["aliases"] = json!(std::iter::once(&alias)
-                .chain(&read_aliases)
-                .collect::<Vec<_>>());
+            template["_meta"]["aliases"] = json!(read_aliases);
+            template["_meta"]["write_alias"] = json!(format!("{alias}-write"));
             let settings = &mut template["template"]["settings"];
-            settings["number_of_shards"] = json!(config.number_of_shards);
-            settings["number_of_replicas"] = json!(config.number_of_replicas);
-            IndexSpec {
-                index: config.index_of(&alias),
-                alias,
+            settings["number_of_shards"] = json!(sink.number_of_shards);
+            settings["number_of_replicas"] = json!(sink.number_of_replicas);
+            settings["index.gc_deletes"] = json!(format!("{}s", sink.gc_deletes_secs()));
+            Ok(IndexSpec {
+                role,
+                write_alias: format!("{alias}-write"),
+                rebuild_alias: format!("{alias}-rebuild"),
+                topic: config.topic(role.output()),
+                index_version: sink.index_version,
                 read_aliases,
+                alias,
                 template,
-            }
+            })
         })
-        .collect())
-}
-
-/// Puts every template and creates every missing index with its aliases.
-/// Safe to run concurrently from several instances.
-pub async fn install(client: &Elasticsearch, specs: &[IndexSpec]) -> anyhow::Result<()> {
-    for spec in specs {
-        let response = client
-            .indices()
-            .put_index_template(IndicesPutIndexTemplateParts::Name(&spec.alias))
-            .body(&spec.template)
-            .send()
-            .await
-            .with_context(|| format!("putting index template {}", spec.alias))?;
-        let status = response.status_code().as_u16();
-        if !(200..300).contains(&status) {
-            let body = response.text().await.unwrap_or_default();
-            anyhow::bail!(
-                "putting index template {}: HTTP {status}: {body}",
-                spec.alias
-            );
-        }
-        let exists = client
-            .indices()
-            .exists_alias(IndicesExistsAliasParts::Name(&[spec.alias.as_str()]))
-            .send()
-            .await
-            .with_context(|| format!("checking alias {}", spec.alias))?
-            .status_code()
-            .as_u16();
-        if exists == 200 {
-            continue;
-        }
-        let mut aliases = serde_json::Map::new();
-        aliases.insert(spec.alias.clone(), json!({"is_write_index": true}));
-        for a in &spec.read_aliases {
-            aliases.insert(a.clone(), json!({}));
-        }
-        let response = client
-            .indices()
-            .create(IndicesCreateParts::Index(&spec.index))
-            .body(json!({ "aliases": aliases }))
-            .send()
-            .await
-            .with_context(|| format!("creating index {}", spec.index))?;
-        let status = response.status_code().as_u16();
-        if (200..300).contains(&status) {
-            tracing::info!(index = %spec.index, alias = %spec.alias, "created index");
-            continue;
-        }
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if body["error"]["type"] == "resource_already_exists_exception" {
-            // Another instance won the race, or the index exists without
-            // its alias: add the aliases.
-            let mut actions = vec![
-                json!({"add": {"index": spec.index, "alias": spec.alias, "is_write_index": true}}),
-            ];
-            for a in &spec.read_aliases {
-                actions.push(json!({"add": {"index": spec.index, "alias": a}}));
-            }
-            let response = client
-                .indices()
-                .update_aliases()
-                .body(json!({ "actions": actions }))
-                .send()
-                .await
-                .with_context(|| format!("adding aliases to {}", spec.index))?;
-            let status = response.status_code().as_u16();
-            if !(200..300).contains(&status) {
-                let body = response.text().await.unwrap_or_default();
-                anyhow::bail!(
-                    "adding aliases to index {}: HTTP {status}: {body}",
-                    spec.index
-                );
-            }
-            continue;
-        }
-        anyhow::bail!(
-            "creating index {} with alias {}: HTTP {status}: {body} (an index named like the alias \
-             may exist; delete it or set sink.index_prefix)",
-            spec.index,
-            spec.alias
-        );
-    }
-    Ok(())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config(prefix: &str, version: u32) -> Config {
+        let mut c = Config {
+            app_id: "app".into(),
+            ..Config::default()
+        };
+        c.sink.index_prefix = Some(prefix.into());
+        c.sink.index_version = version;
+        c
+    }
+
     #[test]
     fn specs_follow_the_configured_names() {
-        let config = SinkConfig {
-            index_prefix: "it-".into(),
-            index_version: 3,
-            ..SinkConfig::default()
-        };
-        let specs = index_specs(&config).unwrap();
-        let names: Vec<(&str, &str)> = specs
+        let specs = index_specs(&config("it-", 3)).unwrap();
+        let names: Vec<(&str, &str, String)> = specs
             .iter()
-            .map(|s| (s.alias.as_str(), s.index.as_str()))
+            .map(|s| (s.alias.as_str(), s.write_alias.as_str(), s.index_name(2)))
             .collect();
         assert_eq!(
             names,
             [
-                ("it-outbound_details", "it-outbound_details-v3"),
-                ("it-units_daily", "it-units_daily-v3"),
-                ("it-courier_daily", "it-courier_daily-v3"),
-                ("it-warehouse_daily", "it-warehouse_daily-v3"),
+                (
+                    "it-outbound_details",
+                    "it-outbound_details-write",
+                    "it-outbound_details-v3-g2".into()
+                ),
+                (
+                    "it-units_daily",
+                    "it-units_daily-write",
+                    "it-units_daily-v3-g2".into()
+                ),
+                (
+                    "it-courier_daily",
+                    "it-courier_daily-write",
+                    "it-courier_daily-v3-g2".into()
+                ),
+                (
+                    "it-warehouse_daily",
+                    "it-warehouse_daily-write",
+                    "it-warehouse_daily-v3-g2".into()
+                ),
             ]
         );
-        assert_eq!(specs[0].read_aliases, ["it-latestoutboundreport_es"]);
+        assert_eq!(
+            specs[0].read_aliases,
+            ["it-outbound_details", "it-latestoutboundreport_es"]
+        );
+        assert_eq!(specs[0].topic, "app-details");
+        assert_eq!(specs[2].topic, "app-rollups");
+        assert_eq!(specs[0].rebuild_alias, "it-outbound_details-rebuild");
         assert_eq!(
             specs[1].template["index_patterns"],
             json!(["it-units_daily-v*"])
         );
+        assert_eq!(specs[1].key_of("it-units_daily"), "sink.index_prefix");
+        assert_eq!(
+            specs[0].key_of("it-latestoutboundreport_es"),
+            "sink.details_legacy_alias"
+        );
+    }
+
+    #[test]
+    fn every_index_remembers_deletes_longer_than_the_sink_retries() {
+        let c = config("", 1);
+        for s in index_specs(&c).unwrap() {
+            let gc = s.template["template"]["settings"]["index.gc_deletes"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('s')
+                .parse::<u64>()
+                .unwrap();
+            assert!(
+                gc * 1000 >= 2 * c.sink.retry_window_ms,
+                "{}: {gc}s",
+                s.alias
+            );
+        }
     }
 
     #[test]
     fn mappings_type_every_field_the_dashboards_use() {
-        let specs = index_specs(&SinkConfig::default()).unwrap();
+        let specs = index_specs(&config("", 1)).unwrap();
         let props = |i: usize| specs[i].template["template"]["mappings"]["properties"].clone();
         assert_eq!(props(1)["day"]["type"], "date");
         assert_eq!(props(1)["units"]["type"], "long");

@@ -23,12 +23,12 @@ pub fn bulk_body<'a>(items: impl IntoIterator<Item = &'a BulkItem>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::config::SinkConfig;
+    use crate::sink::encoder::tests::targets;
     use crate::sink::encoder::{Encoder, Origin};
 
     #[test]
     fn concatenates_lines_in_order() {
-        let enc = Encoder::new(&SinkConfig::default(), "d", "r");
+        let enc = Encoder::new(&targets("", 0), "d", "r", 1 << 20).unwrap();
         let items: Vec<BulkItem> = (0..3)
             .map(|i| {
                 let origin = Origin {

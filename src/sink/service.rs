@@ -5,7 +5,7 @@
 //! `_index_template`, index creation) is common to both.
 //!
 //! One call = one HTTP round trip; the retry policy lives in `retry.rs` and
-//! the loop that applies it in `sink.rs`.
+//! the loop that applies it in `delivery.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,14 @@ pub enum SendError {
 }
 
 impl SendError {
-    pub fn is_retryable(&self) -> bool {
+    /// What to do about it (see `retry.rs`).
+    pub fn class(&self) -> RequestClass {
         match self {
-            SendError::Transport { .. } => true,
-            SendError::Status { class, .. } => *class == RequestClass::Retry,
-            SendError::Protocol(_) => false,
+            SendError::Transport { .. } => RequestClass::Retry,
+            SendError::Status { class, .. } => *class,
+            // A 2xx we cannot read: a proxy in between, or a node of
+            // another kind. No retry changes that.
+            SendError::Protocol(_) => RequestClass::Refused,
         }
     }
 
@@ -50,6 +53,14 @@ impl SendError {
         match self {
             SendError::Transport { .. } => "connection",
             SendError::Status { status: 429, .. } => "status_429",
+            SendError::Status {
+                class: RequestClass::TooLarge,
+                ..
+            } => "too_large",
+            SendError::Status {
+                class: RequestClass::Blocked,
+                ..
+            } => "blocked",
             SendError::Status { .. } => "status_5xx",
             SendError::Protocol(_) => "protocol",
         }
@@ -62,6 +73,8 @@ pub struct BulkService {
     client: Elasticsearch,
     url: String,
     timeout: Duration,
+    /// Elasticsearch's own wait for unavailable shards, per request.
+    shard_timeout: String,
 }
 
 impl BulkService {
@@ -84,6 +97,7 @@ impl BulkService {
             client: Elasticsearch::new(transport),
             url: config.url.clone(),
             timeout,
+            shard_timeout: format!("{}ms", config.bulk_timeout_ms),
         })
     }
 
@@ -109,6 +123,7 @@ impl BulkService {
             // Writes go to aliases only: a deleted index is an error to
             // repair, never silently re-created with dynamic mappings.
             .require_alias(true)
+            .timeout(&self.shard_timeout)
             .filter_path(&[
                 "errors",
                 "items.*.status",

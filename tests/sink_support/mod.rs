@@ -56,7 +56,7 @@ pub fn test_config(token: &str) -> Config {
     c.kafka.bootstrap_servers = bootstrap();
     c.kafka.partitions = 3;
     c.sink.url = search_url();
-    c.sink.index_prefix = format!("{token}-");
+    c.sink.index_prefix = Some(format!("{token}-"));
     c.sink.batch_timeout_ms = 50;
     c.sink.batch_max_docs = 50;
     c.sink.retry_initial_backoff_ms = 100;
@@ -79,16 +79,23 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
-pub fn create_topics(names: &[&str], partitions: i32) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
+        .expect("a runtime")
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("an admin client")
+}
+
+pub fn create_topics(names: &[&str], partitions: i32) {
+    runtime().block_on(async {
+        let admin = admin();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
@@ -276,11 +283,43 @@ pub struct RunningSink {
 }
 
 impl RunningSink {
+    /// The sink as `outbound run` starts it: restarted after any error.
     pub fn start(config: &Config) -> Self {
+        Self::spawn(
+            |c, m, s| outbound::sink::spawn(c, m, s).expect("spawn sink"),
+            config,
+        )
+    }
+
+    /// One run of the sink (no restarts): for tests that expect it to stop
+    /// with an error and read that error.
+    pub fn start_once(config: &Config) -> Self {
+        Self::spawn(
+            |c, m, s| {
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(outbound::sink::run(c, m, s))
+                })
+            },
+            config,
+        )
+    }
+
+    fn spawn(
+        start: impl FnOnce(
+            Config,
+            Arc<Metrics>,
+            Shutdown,
+        ) -> std::thread::JoinHandle<anyhow::Result<()>>,
+        config: &Config,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let handle = outbound::sink::spawn(config.clone(), metrics.clone(), shutdown.clone())
-            .expect("spawn sink");
+        let handle = start(config.clone(), metrics.clone(), shutdown.clone());
         Self {
             metrics,
             shutdown,
@@ -298,6 +337,18 @@ impl RunningSink {
             h.join()
                 .expect("sink thread panicked")
                 .expect("sink ended with an error");
+        }
+    }
+
+    /// Waits until the sink stopped by itself; its error, `{:#}`-formatted.
+    pub fn wait_for_error(mut self, deadline: Duration) -> String {
+        wait_for("the sink to stop with an error", deadline, || {
+            (!self.is_running()).then_some(())
+        });
+        match self.handle.take().expect("joined once").join() {
+            Ok(Ok(())) => panic!("the sink stopped without an error"),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => panic!("the sink thread panicked"),
         }
     }
 
@@ -320,6 +371,85 @@ impl Drop for RunningSink {
             let _ = h.join();
         }
     }
+}
+
+pub fn delete_topics(names: &[&str]) {
+    runtime().block_on(async {
+        let results = admin()
+            .delete_topics(
+                names,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("delete topics {names:?}: {e}"));
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("delete topic {t}: {e}"));
+        }
+    });
+    // Deletion is asynchronous on the broker: wait until the names are free.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    wait_for(&format!("topics {names:?} to be deleted"), DEADLINE, || {
+        let md = c.fetch_metadata(None, Duration::from_secs(10)).ok()?;
+        (!md.topics()
+            .iter()
+            .any(|t| names.contains(&t.name()) && t.error().is_none()))
+        .then_some(())
+    });
+}
+
+/// Deletes a test's topics however the test ends.
+pub struct TopicCleanup(pub Vec<String>);
+
+impl Drop for TopicCleanup {
+    fn drop(&mut self) {
+        let names: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(async {
+                if let Ok(admin) = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap())
+                    .create::<AdminClient<DefaultClientContext>>()
+                {
+                    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+                }
+            });
+        }
+    }
+}
+
+/// The concrete indices an alias points to.
+pub fn indices_of(alias: &str) -> Vec<String> {
+    let (status, body) = es("GET", &format!("/_alias/{alias}"), None);
+    if status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(status, 200, "GET _alias/{alias}: {body}");
+    let mut out: Vec<String> = body
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// One index setting, with defaults: e.g. `index.gc_deletes`.
+pub fn index_setting(index: &str, key: &str) -> Option<String> {
+    let (status, body) = es(
+        "GET",
+        &format!("/{index}/_settings/{key}?include_defaults=true&flat_settings=true"),
+        None,
+    );
+    assert_eq!(status, 200, "GET {index}/_settings/{key}: {body}");
+    let (_, v) = body.as_object()?.iter().next()?;
+    v["settings"][key]
+        .as_str()
+        .or_else(|| v["defaults"][key].as_str())
+        .map(str::to_owned)
 }
 
 pub fn agent() -> ureq::Agent {
@@ -452,4 +582,84 @@ pub fn read_committed_records(
     }
     out.sort_by_key(|r| (r.0, r.1));
     out
+}
+
+/// A small detail document, `item.item_qty` = `generation + 1` so each
+/// generation of a document is told apart by its content.
+pub fn item_doc(id: u32, generation: u32) -> String {
+    serde_json::json!({
+        "order_id": format!("o{id}"),
+        "status": "shipped",
+        "ship_day": "2024-05-01",
+        "warehouse": format!("wh{}", id % 3),
+        "courier": "DHL",
+        "item": {"id": id.to_string(), "db": "wms", "item_type": "phone", "item_qty": generation + 1},
+        "order": null,
+        "shipment": null,
+        "data_quality": [],
+        "source": {"item_ts_ms": 1_714_550_400_000_i64}
+    })
+    .to_string()
+}
+
+/// A detail record of `item_doc` for a topic, on the key's partition.
+pub fn item_record(
+    topic: &str,
+    partitions: i32,
+    id: u32,
+    generation: Option<u32>,
+) -> (String, i32, String, Option<String>) {
+    let key = id.to_string();
+    (
+        topic.to_owned(),
+        partition_of(&key, partitions),
+        key,
+        generation.map(|g| item_doc(id, g)),
+    )
+}
+
+/// A detail record of `item_doc` changed by `edit` (e.g. a value the
+/// mapping refuses, padding).
+pub fn item_record_with(
+    topic: &str,
+    partitions: i32,
+    id: u32,
+    edit: impl FnOnce(&mut Value),
+) -> (String, i32, String, Option<String>) {
+    let mut doc: Value = serde_json::from_str(&item_doc(id, 0)).expect("item_doc is JSON");
+    edit(&mut doc);
+    let key = id.to_string();
+    (
+        topic.to_owned(),
+        partition_of(&key, partitions),
+        key,
+        Some(doc.to_string()),
+    )
+}
+
+/// `item.item_qty` of every document of an index: id → quantity.
+pub fn quantities(index: &str) -> BTreeMap<String, i64> {
+    all_docs(index)
+        .into_iter()
+        .map(|(id, (_, doc))| (id, doc["item"]["item_qty"].as_i64().unwrap_or(-1)))
+        .collect()
+}
+
+/// Creates a test app's two output topics (as `outbound run` does: the sink
+/// waits for both) and deletes them with its sink's dead-letter topic
+/// however the test ends.
+pub fn output_topics(config: &Config) -> TopicCleanup {
+    let (details, rollups) = (config.topic("details"), config.topic("rollups"));
+    create_topics(&[&details, &rollups], config.kafka.partitions);
+    TopicCleanup(vec![details, rollups, outbound::sink::dlq_topic(config)])
+}
+
+/// The library's logs in the test's output (`RUST_LOG`, default warnings).
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rdkafka=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
