@@ -161,6 +161,10 @@ pub struct Generator {
     last_ts: BTreeMap<(Table, i64), i64>,
     pos: u64,
     orders: u64,
+    /// Key skew of order ids: 0 is uniform; `s > 0` draws the index as
+    /// `orders × u^(1+s)` (u uniform in [0, 1)), so low ids are hot: with
+    /// s = 2 a fifth of the changes fall on 1% of the orders.
+    skew: f64,
 }
 
 const DAY_US: i64 = 86_400_000_000;
@@ -184,14 +188,29 @@ impl Generator {
             last_ts: BTreeMap::new(),
             pos: 4,
             orders: orders.max(1),
+            skew: 0.0,
         }
+    }
+
+    /// The same generator with order ids drawn with key skew `skew` (see the field).
+    pub fn with_skew(mut self, skew: f64) -> Self {
+        self.skew = skew.max(0.0);
+        self
+    }
+
+    fn order_index(&mut self) -> u64 {
+        if self.skew <= 0.0 {
+            return self.rng.below(self.orders);
+        }
+        let u = (self.rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((self.orders as f64 * u.powf(1.0 + self.skew)) as u64).min(self.orders - 1)
     }
 
     fn order_id(&mut self) -> Value {
         if self.rng.chance(2) {
             return Value::Null;
         }
-        json!(format!("ORD-{}", self.rng.below(self.orders)))
+        json!(format!("ORD-{}", self.order_index()))
     }
 
     fn ts(&mut self) -> Value {
