@@ -1030,9 +1030,11 @@ fn latency(
         let done = group
             .committed()
             .is_ok_and(|c| c.iter().zip(&ends).all(|(c, e)| *c >= e.2));
+        // Committed sources are not yet outputs: the later stages may still
+        // be at work. No output for 5 s after that is taken as drained.
         let quiet = reader.with(|f| {
             f.last_arrival
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
         })?;
         if done && quiet {
             break;
