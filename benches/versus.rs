@@ -34,7 +34,6 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark reports on stdout
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)] // the tests use more of the helpers than the bench
 mod common;
 
 use std::collections::BTreeMap;
@@ -782,15 +781,15 @@ fn throughput(
             continue;
         }
         let diff = reader.with(|f| {
-            (f.latest.len() == want.len())
-                .then(|| difference(f, want))
-                .unwrap_or_else(|| {
-                    Some(format!(
-                        "{} output keys, {} expected",
-                        f.latest.len(),
-                        want.len()
-                    ))
-                })
+            if f.latest.len() == want.len() {
+                difference(f, want)
+            } else {
+                Some(format!(
+                    "{} output keys, {} expected",
+                    f.latest.len(),
+                    want.len()
+                ))
+            }
         })?;
         match diff {
             None => break None,
