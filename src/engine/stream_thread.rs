@@ -342,27 +342,27 @@ impl Core {
     /// transaction (a long stall), or a fatal idempotence error. Its
     /// transaction is aborted either way and the stores hold only committed
     /// writes, so a new producer (whose initialisation fences the old one)
-    /// and a rewind to the committed offsets continue exactly once. Repeated
-    /// failures (e.g. two live instances sharing an instance id) stop the
-    /// process instead.
+    /// and a rewind to the committed offsets continue exactly once. A slow
+    /// broker is a transient fault: repeated failures back off (doubling up
+    /// to 30 s) instead of stopping the process.
     fn recover(&mut self, consumer: &EngineConsumer, reason: &str) -> anyhow::Result<()> {
         const WINDOW: Duration = Duration::from_secs(300);
-        const LIMIT: usize = 3;
         self.recoveries.retain(|t| t.elapsed() < WINDOW);
-        if self.recoveries.len() >= LIMIT {
-            anyhow::bail!(
-                "transactional producer failed for good {} times within {WINDOW:?} (is another \
-                 instance running with instance id `{}`?): {reason}",
-                LIMIT + 1,
-                self.config.instance_id
-            );
-        }
+        let recent = self.recoveries.len() as u32;
         self.recoveries.push(Instant::now());
         self.metrics
             .transactions
             .with_label_values(&["aborted"])
             .inc();
-        warn!(%reason, "transactional producer failed; starting a new one and rewinding to the last commit");
+        if recent > 0 {
+            let delay =
+                Duration::from_millis(500 * 2u64.pow(recent.min(6))).min(Duration::from_secs(30));
+            warn!(%reason, recent_failures = recent, retry_in = ?delay, instance_id = %self.config.instance_id,
+                "transactional producer failed again (a slow broker, or another live instance with this instance id); backing off");
+            std::thread::sleep(delay);
+        } else {
+            warn!(%reason, "transactional producer failed; starting a new one and rewinding to the last commit");
+        }
         self.txn = Transactions::new(&self.config)?;
         self.rewind(consumer)
     }
