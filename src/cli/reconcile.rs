@@ -40,7 +40,7 @@ pub struct ReconcileArgs {
     /// How long the topics must stay unchanged to count as quiet, in seconds
     #[arg(long, default_value_t = 5)]
     pub quiet_settle_secs: u64,
-    /// Rows per SQL page and documents per search request
+    /// Documents compared per batch (one search request each)
     #[arg(long, default_value_t = 2000)]
     pub page_size: usize,
     /// Differences printed in full (all are counted)

@@ -47,7 +47,8 @@ pub struct Options {
     /// Only these detail documents (`17`, or `wms2:17` for another
     /// warehouse database), and the rollup days they ship on.
     pub ids: Vec<String>,
-    /// Rows per SQL page and documents per search request.
+    /// Documents compared per batch (one search request each), and ids per
+    /// SQL lookup.
     pub page_size: usize,
 }
 
@@ -383,9 +384,9 @@ impl Run<'_> {
                 let db = self.queries.items[table].database.clone();
                 // One streamed result per table (the server computes the
                 // join once), compared a batch of `page` documents at a time.
-                let rows = tx.exec_iter(&sql, params).with_context(|| {
-                    format!("running sql/reconcile/details.sql for {db}")
-                })?;
+                let rows = tx
+                    .exec_iter(&sql, params)
+                    .with_context(|| format!("running sql/reconcile/details.sql for {db}"))?;
                 let mut batch = Vec::with_capacity(page);
                 for row in rows {
                     let row = row.context("reading a row of sql/reconcile/details.sql")?;
@@ -404,10 +405,24 @@ impl Run<'_> {
                     }
                     batch.push((id, doc));
                     if batch.len() >= page {
-                        self.details_batch(alias, &mut summary, &mut batch, &mut found, &mut done, total)?;
+                        self.details_batch(
+                            alias,
+                            &mut summary,
+                            &mut batch,
+                            &mut found,
+                            &mut done,
+                            total,
+                        )?;
                     }
                 }
-                self.details_batch(alias, &mut summary, &mut batch, &mut found, &mut done, total)?;
+                self.details_batch(
+                    alias,
+                    &mut summary,
+                    &mut batch,
+                    &mut found,
+                    &mut done,
+                    total,
+                )?;
             }
         }
         // Asked-for ids no table has: extra when the index holds them.
