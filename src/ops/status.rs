@@ -301,15 +301,42 @@ async fn probe(http: &reqwest::Client, instance: &str, url: Option<String>) -> I
                     out.restoring.insert(stage.to_owned(), sample.value as i64);
                 }
             }
+            // One loop per stream thread (`stream`, or `stream-<n>`): the
+            // oldest beat is the instance's.
             "outbound_loop_heartbeat_timestamp_seconds"
-                if sample.label("loop") == Some("stream") =>
+                if sample
+                    .label("loop")
+                    .is_some_and(|l| l == "stream" || l.starts_with("stream-")) =>
             {
-                out.last_commit_age_s = Some((now_s() - sample.value).max(0.0));
+                let age = (now_s() - sample.value).max(0.0);
+                out.last_commit_age_s = Some(out.last_commit_age_s.map_or(age, |a| a.max(age)));
             }
             _ => {}
         }
     }
     out
+}
+
+/// The instance id in a member's `client.id`: the sink's is
+/// `<app_id>-<instance_id>`, a stream thread's `<app_id>-<instance_id>-stream`
+/// (or `-stream-<n>` with several threads).
+fn instance_of_client(app_id: &str, client_id: &str) -> String {
+    let rest = client_id
+        .strip_prefix(&format!("{app_id}-"))
+        .unwrap_or(client_id);
+    let without_thread = match rest.rsplit_once("-stream") {
+        Some((instance, tail))
+            if !instance.is_empty()
+                && (tail.is_empty()
+                    || tail.strip_prefix('-').is_some_and(|n| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    })) =>
+        {
+            instance
+        }
+        _ => rest,
+    };
+    without_thread.to_owned()
 }
 
 /// One sample of the Prometheus text format.
@@ -383,12 +410,7 @@ pub fn gather(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Status> 
     let sink = observer(config, &sink_group_name)?;
     let group = group::describe(&stream, &group_name, TIMEOUT)?;
     let sink_group = group::describe(&sink, &sink_group_name, TIMEOUT)?;
-    let instance_of = |client_id: &str| {
-        client_id
-            .strip_prefix(&format!("{}-", config.app_id))
-            .unwrap_or(client_id)
-            .to_owned()
-    };
+    let instance_of = |client_id: &str| instance_of_client(&config.app_id, client_id);
 
     // The owners' endpoints.
     let mut owners: Vec<String> = group
@@ -591,6 +613,15 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_are_instances_whatever_client_they_use() {
+        assert_eq!(instance_of_client("app", "app-1"), "1");
+        assert_eq!(instance_of_client("app", "app-1-stream"), "1");
+        assert_eq!(instance_of_client("app", "app-b-2-stream-3"), "b-2");
+        assert_eq!(instance_of_client("app", "app-streamer"), "streamer");
+        assert_eq!(instance_of_client("app", "other"), "other");
+    }
 
     #[test]
     fn parses_the_prometheus_text_format() {
