@@ -121,9 +121,10 @@ fn status_reset_and_reprocess() {
         .expect("tasks")
         .iter()
         .all(|t| t["last_commit_age_s"].as_f64().is_some_and(|a| a < 60.0)));
+    // The stream thread's client: `<app>-<instance>-stream`.
     assert_eq!(
         status["group"]["members"][0]["client_id"],
-        format!("{app}-1")
+        format!("{app}-1-stream")
     );
     // No sink runs: every output partition with records is all unacknowledged.
     let sink = status["sink"].as_array().expect("sink partitions");

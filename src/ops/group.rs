@@ -12,7 +12,8 @@ use serde::Serialize;
 /// One member of a group.
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
-    /// The member's `client.id`: `outbound` sets `<app_id>-<instance_id>`.
+    /// The member's `client.id`: `<app_id>-<instance_id>-stream[-<n>]` for
+    /// a stream thread, `<app_id>-<instance_id>` for the sink.
     pub client_id: String,
     pub host: String,
     /// (topic, partition) it owns.

@@ -2,7 +2,7 @@
 //! brokers and the instances' own endpoints:
 //!
 //! - the stream group `<app_id>`: each consumed partition (a stage's task)
-//!   with its owner (the member's `client.id`, `<app_id>-<instance_id>`),
+//!   with its owner (the instance id in the member's `client.id`),
 //!   committed offset, end offset and lag;
 //! - each owner's `/readyz` and `/metrics` (when its URL is known): ready or
 //!   not, tasks restoring per stage, and the age of its last commit (the
