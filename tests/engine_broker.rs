@@ -87,8 +87,23 @@ fn broker_stalls_are_ridden_out_and_sigterm_during_one_ends_within_the_deadline(
         let (ca, cb) = (committed(&a), committed(&b));
         // Longer than the transaction timeout (10 s).
         signal_broker("STOP");
-        std::thread::sleep(Duration::from_secs(14));
+        // The first seconds finish what was fetched; after that each
+        // instance only waits on the broker, which must cost no CPU (a
+        // commit whose flush polled in sub-millisecond slices spun a core
+        // for the whole stall).
+        std::thread::sleep(Duration::from_secs(4));
+        let (cpu_a, cpu_b, waiting) = (a.cpu_time(), b.cpu_time(), Instant::now());
+        std::thread::sleep(Duration::from_secs(10));
+        let waited = waiting.elapsed();
+        let (spent_a, spent_b) = (a.cpu_time() - cpu_a, b.cpu_time() - cpu_b);
         signal_broker("CONT");
+        println!("stall {stall}: CPU while waiting {waited:?}: a {spent_a:?}, b {spent_b:?}");
+        for (id, spent) in [("a", spent_a), ("b", spent_b)] {
+            assert!(
+                spent < waited / 4,
+                "instance {id} used {spent:?} of CPU in {waited:?} of waiting on a frozen broker (stall {stall})"
+            );
+        }
         wait_for(
             &format!("both instances to commit again after stall {stall}"),
             DEADLINE,

@@ -243,7 +243,7 @@ impl Transactions {
                     if Instant::now() < deadline =>
                 {
                     record = back;
-                    self.producer.poll(Duration::from_millis(5));
+                    self.serve_reports(Duration::from_millis(1));
                 }
                 Err((KafkaError::MessageProduction(code), _)) if refused_for_good(code) => {
                     return Err(TxnError::Refused {
@@ -381,8 +381,10 @@ impl Transactions {
     /// Sends everything queued and serves its delivery reports. rust-rdkafka's
     /// `flush` polls in fixed 100 ms slices (its `poll` always waits out its
     /// timeout), which would put a 100 ms floor under every commit; this
-    /// polls in 1 ms slices instead.
+    /// serves reports as they come and sleeps between them, a little longer
+    /// each time nothing came (a stalled broker costs no CPU).
     fn flush(&self, deadline: Instant) -> Result<(), TxnError> {
+        let mut idle = FLUSH_IDLE_MIN;
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(TxnError::Aborted(format!(
@@ -393,9 +395,30 @@ impl Transactions {
             // A zero-timeout flush skips linger.ms for what is queued now;
             // its TimedOut result only says records are still in flight.
             let _ = self.producer.flush(Duration::ZERO);
-            self.producer.poll(Duration::from_millis(1));
+            idle = if self.serve_reports(idle.min(remaining(deadline))) {
+                FLUSH_IDLE_MIN
+            } else {
+                (idle * 2).min(FLUSH_IDLE_MAX)
+            };
         }
         Ok(())
+    }
+
+    /// Serves the delivery reports that are ready; when none was, sleeps
+    /// `idle`. Returns whether any was served. Never `producer.poll(t)` with
+    /// a small `t`: rust-rdkafka's poll waits out all of `t` and, with less
+    /// than a millisecond left, polls librdkafka's queue with a zero timeout
+    /// in a loop, so a 1 ms poll is a 1 ms busy spin (a flush built of them
+    /// spun a core for as long as the broker took to answer, starving the
+    /// broker and the group heartbeats on a small machine).
+    fn serve_reports(&self, idle: Duration) -> bool {
+        let before = self.producer.in_flight_count();
+        self.producer.poll(Duration::ZERO);
+        let served = self.producer.in_flight_count() < before;
+        if !served {
+            std::thread::sleep(idle);
+        }
+        served
     }
 
     /// Aborts the open transaction (if any) and forgets its delivery reports.
@@ -420,7 +443,7 @@ impl Transactions {
                     Err(KafkaError::Transaction(t))
                         if t.is_retriable() && !t.is_fatal() && Instant::now() < deadline =>
                     {
-                        self.producer.poll(Duration::from_millis(10));
+                        self.serve_reports(Duration::from_millis(10));
                     }
                     Err(e) => {
                         let e = match self.classify(e) {
@@ -442,6 +465,11 @@ impl Transactions {
 
 /// The least time an abort is given, however late it starts.
 const ABORT_AT_LEAST: Duration = Duration::from_secs(5);
+/// How long a flush sleeps when no delivery report was ready: short at
+/// first (a commit's reports come within milliseconds), longer while the
+/// broker does not answer.
+const FLUSH_IDLE_MIN: Duration = Duration::from_micros(100);
+const FLUSH_IDLE_MAX: Duration = Duration::from_millis(5);
 
 fn remaining(deadline: Instant) -> Duration {
     deadline

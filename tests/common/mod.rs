@@ -655,6 +655,37 @@ impl Outbound {
         sum.ok_or_else(|| format!("no sample of {name} {labels:?}"))
     }
 
+    /// CPU time the process has used so far (user + system, every thread),
+    /// from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // Fields after the command (which may hold spaces) start past its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of the line; `rest` starts
+        // at field 3.
+        let ticks: u64 = [11, 12]
+            .iter()
+            .map(|i| {
+                fields
+                    .get(*i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        let per_second: u64 = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100);
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
     /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

@@ -261,7 +261,13 @@ impl Fleet {
         if g.state != "Stable" {
             return Err(format!("group {name} is {}", g.state));
         }
-        let members: BTreeSet<String> = g.members.iter().map(|m| m.client_id.clone()).collect();
+        // A stream thread's client.id is `<app>-<instance>-stream[-<n>]`, the
+        // sink's `<app>-<instance>`: compare instances, not clients.
+        let members: BTreeSet<String> = g
+            .members
+            .iter()
+            .map(|m| instance_client(&m.client_id).to_owned())
+            .collect();
         if &members != want {
             return Err(format!("group {name} has members {members:?}"));
         }
@@ -285,6 +291,21 @@ impl Fleet {
             return Err(format!("group {name} owns {owned} of {total} partitions"));
         }
         Ok(())
+    }
+}
+
+/// `client_id` without a stream thread's `-stream` / `-stream-<n>` suffix.
+fn instance_client(client_id: &str) -> &str {
+    match client_id.rsplit_once("-stream") {
+        Some((instance, tail))
+            if tail.is_empty()
+                || tail
+                    .strip_prefix('-')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            instance
+        }
+        _ => client_id,
     }
 }
 
