@@ -123,12 +123,7 @@ fn running_tasks(o: &Outbound) -> Result<f64, String> {
     o.metric("outbound_tasks", &["status=\"running\""])
 }
 
-// On demand (`cargo test --test engine_fencing -- --ignored`): in every
-// full `.ci/run` on two cores so far its outputs did not converge within
-// the 300 s deadline (loads of 100+); hole 2 of #13 is not proven until it
-// passes there.
 #[test]
-#[ignore = "on demand: has not converged within its deadline in a loaded .ci/run yet"]
 fn a_frozen_instance_that_wakes_up_commits_nothing_for_partitions_it_lost() {
     let _serial = one_at_a_time();
     let s = Scenario::new("engine-zombie", 47, 1500, 24_000);
@@ -240,11 +235,7 @@ fn of_two_live_processes_with_one_instance_id_the_newer_wins_and_the_older_exits
     newer.stop_cleanly();
 }
 
-// On demand, like the frozen instance: under a load of 100+ its short
-// transaction timeout (which bounds message delivery too) aborts commits
-// over and over and the outputs do not converge within 300 s.
 #[test]
-#[ignore = "on demand: its short transaction timeout aborts commits under a loaded .ci/run"]
 fn a_rolling_restart_under_load_fences_no_one() {
     let _serial = one_at_a_time();
     let s = Scenario::new("engine-rolling", 59, 1500, 30_000);
