@@ -1,12 +1,15 @@
-//! The two things the engine needs from librdkafka that rust-rdkafka does not
-//! wrap: a topic's id (DescribeTopics), which tells one incarnation of a
-//! changelog from the next, and the consumer group generation that the
-//! transactional offset commit will carry, which tells a live assignment
-//! from a lost one (a commit with generation -1 would not be fenced).
+//! What the engine needs from librdkafka that rust-rdkafka does not wrap: a
+//! topic's id (DescribeTopics), which tells one incarnation of a changelog
+//! from the next; the consumer group generation that the transactional
+//! offset commit will carry, which tells a live assignment from a lost one
+//! (a commit with generation -1 would not be fenced); and a wake-up when the
+//! producer's event queue gets an event, so a commit can wait for its
+//! delivery reports without spinning or sleeping blind.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_void};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
@@ -122,5 +125,85 @@ pub fn group_generation<C: ClientContext>(client: &Client<C>) -> Option<i32> {
             return None;
         }
         Some(rd::rd_kafka_consumer_group_metadata_generation_id(md.0))
+    }
+}
+
+/// Wakes a waiting thread as soon as librdkafka puts an event (a delivery
+/// report) on a client's main queue, which is the queue a `BaseProducer`
+/// serves. rust-rdkafka's `poll(t)` cannot wait like this: it waits out all
+/// of `t`, and with less than a millisecond of `t` left it polls with a zero
+/// timeout in a loop (a short poll is a busy spin).
+pub struct QueueWaker {
+    queue: *mut rd::rd_kafka_queue_t,
+    // Boxed: librdkafka holds its address until the callback is disabled.
+    state: Box<WakeState>,
+}
+
+#[derive(Default)]
+struct WakeState {
+    woken: Mutex<bool>,
+    bell: Condvar,
+}
+
+// SAFETY: the queue handle is reference-counted by librdkafka and safe to use
+// from any thread; the state is shared only through its Mutex and Condvar.
+unsafe impl Send for QueueWaker {}
+
+/// Called by librdkafka, under the queue's lock, when an event lands on the
+/// empty queue: only flags and notifies, never calls back into librdkafka.
+unsafe extern "C" fn ring(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the boxed WakeState, alive until the callback is
+    // disabled (which takes the same queue lock this runs under).
+    let state = unsafe { &*(opaque as *const WakeState) };
+    *state.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    state.bell.notify_all();
+}
+
+impl QueueWaker {
+    pub fn on_main_queue<C: ClientContext>(client: &Client<C>) -> Self {
+        let state = Box::new(WakeState::default());
+        // SAFETY: the client is alive; the handle is released in Drop.
+        let queue = unsafe { rd::rd_kafka_queue_get_main(client.native_ptr()) };
+        // SAFETY: the opaque pointer stays valid until Drop disables the
+        // callback.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(
+                queue,
+                Some(ring),
+                &*state as *const WakeState as *mut c_void,
+            )
+        };
+        Self { queue, state }
+    }
+
+    /// Events waiting on the queue.
+    pub fn pending(&self) -> usize {
+        // SAFETY: the handle is valid until Drop.
+        unsafe { rd::rd_kafka_queue_length(self.queue) }
+    }
+
+    /// Waits until an event was put on the empty queue since the last wait,
+    /// or `timeout`. (librdkafka rings only when the queue goes from empty
+    /// to not empty: check `pending` first.)
+    pub fn wait(&self, timeout: Duration) {
+        let woken = self.state.woken.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut woken, _) = self
+            .state
+            .bell
+            .wait_timeout_while(woken, timeout, |w| !*w)
+            .unwrap_or_else(|e| e.into_inner());
+        *woken = false;
+    }
+}
+
+impl Drop for QueueWaker {
+    fn drop(&mut self) {
+        // SAFETY: disabling takes the queue lock the callback runs under, so
+        // no call is running or will run once this returns; then the handle
+        // is released and the state may go.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rd::rd_kafka_queue_destroy(self.queue);
+        }
     }
 }

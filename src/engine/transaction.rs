@@ -28,6 +28,7 @@ use rdkafka::producer::{
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tracing::warn;
 
+use super::librdkafka::QueueWaker;
 use super::record_collector::Record;
 use crate::config::Config;
 
@@ -106,6 +107,9 @@ impl TxnError {
 }
 
 pub struct Transactions {
+    // Before the producer: dropped first, it unhooks itself from the
+    // producer's queue while the producer is still alive.
+    waker: QueueWaker,
     producer: BaseProducer<TxnContext>,
     deliveries: Arc<Mutex<Deliveries>>,
     /// (topic, partition) of each registered changelog slot.
@@ -162,6 +166,7 @@ impl Transactions {
             format!("initialising transactions for transactional.id {transactional_id}")
         })?;
         Ok(Self {
+            waker: QueueWaker::on_main_queue(producer.client()),
             producer,
             deliveries,
             changelogs: Vec::new(),
@@ -378,13 +383,12 @@ impl Transactions {
         }
     }
 
-    /// Sends everything queued and serves its delivery reports. rust-rdkafka's
-    /// `flush` polls in fixed 100 ms slices (its `poll` always waits out its
-    /// timeout), which would put a 100 ms floor under every commit; this
-    /// serves reports as they come and sleeps between them, a little longer
-    /// each time nothing came (a stalled broker costs no CPU).
+    /// Sends everything queued and serves its delivery reports as they come.
+    /// rust-rdkafka's `flush` polls in fixed 100 ms slices (its `poll` always
+    /// waits out its timeout), which would put a 100 ms floor under every
+    /// commit, and a poll of less than a few milliseconds is a busy spin (see
+    /// `serve_reports`): this waits on the queue's wake-up instead.
     fn flush(&self, deadline: Instant) -> Result<(), TxnError> {
-        let mut idle = FLUSH_IDLE_MIN;
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(TxnError::Aborted(format!(
@@ -395,30 +399,30 @@ impl Transactions {
             // A zero-timeout flush skips linger.ms for what is queued now;
             // its TimedOut result only says records are still in flight.
             let _ = self.producer.flush(Duration::ZERO);
-            idle = if self.serve_reports(idle.min(remaining(deadline))) {
-                FLUSH_IDLE_MIN
-            } else {
-                (idle * 2).min(FLUSH_IDLE_MAX)
-            };
+            self.serve_reports(remaining(deadline).min(FLUSH_WAIT));
         }
         Ok(())
     }
 
-    /// Serves the delivery reports that are ready; when none was, sleeps
-    /// `idle`. Returns whether any was served. Never `producer.poll(t)` with
-    /// a small `t`: rust-rdkafka's poll waits out all of `t` and, with less
-    /// than a millisecond left, polls librdkafka's queue with a zero timeout
-    /// in a loop, so a 1 ms poll is a 1 ms busy spin (a flush built of them
-    /// spun a core for as long as the broker took to answer, starving the
-    /// broker and the group heartbeats on a small machine).
-    fn serve_reports(&self, idle: Duration) -> bool {
-        let before = self.producer.in_flight_count();
-        self.producer.poll(Duration::ZERO);
-        let served = self.producer.in_flight_count() < before;
-        if !served {
-            std::thread::sleep(idle);
+    /// Serves every event waiting on the producer's queue (delivery reports
+    /// among them); when there was none, waits up to `wait` for the next.
+    /// Never `producer.poll(t)` with a small `t`: rust-rdkafka's poll waits
+    /// out all of `t` and, with less than a millisecond left, polls with a
+    /// zero timeout in a loop, so a 1 ms poll is a 1 ms busy spin (a flush
+    /// built of them spun a core for as long as the broker took to answer,
+    /// which on a small machine starved the broker and the group heartbeats).
+    fn serve_reports(&self, wait: Duration) {
+        let mut served = 0;
+        // Bounded: events that keep coming must not hold the loop.
+        while self.waker.pending() > 0 && served < 1024 {
+            self.producer.poll(Duration::ZERO);
+            served += 1;
         }
-        served
+        if served == 0 {
+            self.waker.wait(wait);
+        } else if served == 1024 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Aborts the open transaction (if any) and forgets its delivery reports.
@@ -465,11 +469,9 @@ impl Transactions {
 
 /// The least time an abort is given, however late it starts.
 const ABORT_AT_LEAST: Duration = Duration::from_secs(5);
-/// How long a flush sleeps when no delivery report was ready: short at
-/// first (a commit's reports come within milliseconds), longer while the
-/// broker does not answer.
-const FLUSH_IDLE_MIN: Duration = Duration::from_micros(100);
-const FLUSH_IDLE_MAX: Duration = Duration::from_millis(5);
+/// Longest wait for a delivery report before the flush looks again (the
+/// wake-up normally ends it sooner).
+const FLUSH_WAIT: Duration = Duration::from_millis(100);
 
 fn remaining(deadline: Instant) -> Duration {
     deadline
