@@ -33,6 +33,8 @@ fn root() -> Conn {
         OptsBuilder::new()
             .socket(Some(socket.display().to_string()))
             .user(Some("root"))
+            // The sequence engine's seq_1_to_N tables need a current database.
+            .db_name(Some("mysql"))
             .prefer_socket(true)
             .init(vec!["SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'"]),
     )
