@@ -146,7 +146,7 @@ impl Fleet<'_> {
             assert!(
                 status.success(),
                 "instance {id} did not stop cleanly: {status}; log:\n{}",
-                p.log_tail(40)
+                p.log_tail(120)
             );
         }
     }

@@ -53,9 +53,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.liveness.fail("stream", &format!("{e:#}"));
     }
     shutdown.trigger();
+    // Where a slow stop waits shows in the log.
+    tracing::info!("stream stages stopped");
     if let Some(sink) = sink {
         sink.join()
             .map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
+        tracing::info!("sink stopped");
     }
     if let Some(server) = metrics_server {
         server.join();

@@ -84,15 +84,45 @@ pub fn spawn_with(
     std::thread::Builder::new()
         .name("sink".into())
         .spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("sink-rt")
                 .enable_all()
                 .build()
-                .context("starting the sink's async runtime")?
-                .block_on(supervise(config, metrics, shutdown, on_refusal))
+                .context("starting the sink's async runtime")?;
+            let result = runtime.block_on(async {
+                tokio::select! {
+                    result = supervise(config, metrics, shutdown.clone(), on_refusal) => result,
+                    () = overdue(&shutdown) => {
+                        warn!(
+                            grace_s = STOP_GRACE.as_secs(),
+                            "the sink did not stop in time after shutdown was requested; leaving it \
+                             (what it had not committed is sent again by the next owner, idempotently)"
+                        );
+                        Ok(())
+                    }
+                }
+            });
+            // Not a plain drop, which would wait for any blocking task forever.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            result
         })
         .context("starting the sink thread")
+}
+
+/// How long the sink may take to stop once shutdown is requested: its loop
+/// gives in-flight batches 10 s, then commits. Whatever it is waiting on
+/// beyond that (a search node that just came back, a request with a 60 s
+/// timeout, a restart's backoff) must not hold the process past its
+/// shutdown deadline.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Resolves `STOP_GRACE` after shutdown was requested.
+async fn overdue(shutdown: &Shutdown) {
+    while !shutdown.is_requested() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(STOP_GRACE).await;
 }
 
 async fn supervise(
