@@ -25,6 +25,7 @@ fn restored_records(log: &str) -> u64 {
 
 #[test]
 fn outputs_equal_the_pipeline_core_for_a_generated_history() {
+    let _serial = one_at_a_time();
     let s = Scenario::new("engine-eq", 7, 1500, 20_000);
     let producer = producer();
     produce(&producer, &s.prefix, &s.history.records);
@@ -57,6 +58,7 @@ fn outputs_equal_the_pipeline_core_for_a_generated_history() {
 
 #[test]
 fn kill_nine_at_random_moments_changes_nothing() {
+    let _serial = one_at_a_time();
     let s = Scenario::new("engine-crash", 11, 1200, 24_000);
     let producer = producer();
     let chunks: Vec<&[SourceRecord]> = s
@@ -93,6 +95,7 @@ fn kill_nine_at_random_moments_changes_nothing() {
 
 #[test]
 fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
+    let _serial = one_at_a_time();
     let s = Scenario::new("engine-restore", 23, 800, 10_000);
     produce(&producer(), &s.prefix, &s.history.records);
     let state = s.state("a");
@@ -134,6 +137,7 @@ fn restart_restores_only_the_changelog_tail_and_a_lost_directory_everything() {
 
 #[test]
 fn three_instances_survive_losing_one() {
+    let _serial = one_at_a_time();
     let s = Scenario::new("engine-scale", 31, 1500, 18_000);
     let producer = producer();
     let half = s.history.records.len() / 2;
@@ -203,11 +207,13 @@ fn kill_at_failpoint(name: &str, seed: u64, point: &str) {
 
 #[test]
 fn kill_between_flush_and_commit_changes_nothing() {
+    let _serial = one_at_a_time();
     kill_at_failpoint("engine-kill-flush", 41, "commit.after_flush");
 }
 
 #[test]
 fn kill_between_commit_and_apply_changes_nothing() {
+    let _serial = one_at_a_time();
     // The transaction is committed, the stores not updated: the restart
     // restores the changelog's tail, which holds that transaction.
     kill_at_failpoint("engine-kill-apply", 43, "commit.before_apply");

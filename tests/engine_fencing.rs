@@ -18,17 +18,6 @@ use outbound_pipeline::{codec, decode, rekey};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-/// The tests of this file each run several instances under load; run
-/// concurrently on a two-core machine they starve each other past their
-/// deadlines, so each holds this for its whole run.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Produces `records` in chunks from a thread until done or `stop`.
 fn produce_slowly(
     prefix: String,

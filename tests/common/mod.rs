@@ -759,3 +759,15 @@ pub fn stack_component(name: &str) -> (PathBuf, BTreeMap<String, String>) {
         .collect();
     (dir, vars)
 }
+
+/// The tests of one binary that each run instances under load: run
+/// concurrently on a two-core machine beside the stack, they starve each
+/// other (and the broker) past their deadlines. Each holds this for its
+/// whole run.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
