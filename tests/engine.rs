@@ -142,15 +142,26 @@ fn three_instances_survive_losing_one() {
     let producer = producer();
     let half = s.history.records.len() / 2;
     let (state_a, state_b, state_c) = (s.state("a"), s.state("b"), s.state("c"));
-    let a = Outbound::start(&s.spec("a", &state_a), 0);
+    // b joins first: the sticky assignor then tends to leave it the source
+    // partitions only, whose stateless rekey stage has no tasks — a share
+    // that counts as one.
     let mut b = Outbound::start_observed(&s.spec("b", &state_b), 0, &[]);
-    let c = Outbound::start(&s.spec("c", &state_c), 0);
+    b.wait_ready(DEADLINE);
+    let a = Outbound::start_observed(&s.spec("a", &state_a), 0, &[]);
+    let c = Outbound::start_observed(&s.spec("c", &state_c), 0, &[]);
     produce(&producer, &s.prefix, &s.history.records[..half]);
-    wait_for("instance b to run tasks", DEADLINE, || {
-        match b.metric("outbound_tasks", &["status=\"running\""]) {
+    // The group has settled with each of the three doing its share: each
+    // holds partitions with every task running, and b has consumed records.
+    wait_for("all three to be ready and b consuming", DEADLINE, || {
+        for (name, o) in [("a", &a), ("b", &b), ("c", &c)] {
+            match o.http("/readyz") {
+                Ok((200, _)) => {}
+                other => return Err(format!("{name}: /readyz {other:?}")),
+            }
+        }
+        match b.metric("outbound_records_in_total", &[]) {
             Ok(n) if n > 0.0 => Ok(()),
-            Ok(n) => Err(format!("{n} tasks running")),
-            Err(e) => Err(e),
+            other => Err(format!("b: records in {other:?}")),
         }
     });
     b.kill9();
