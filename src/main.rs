@@ -1,5 +1,6 @@
 //! The `outbound` command line.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -78,7 +79,11 @@ fn main() -> ExitCode {
             // format a log pipeline expects.
             match log_format {
                 cli::logging::LogFormat::Json => tracing::error!("{e:#}"),
-                cli::logging::LogFormat::Text => eprintln!("outbound: {e:#}"),
+                cli::logging::LogFormat::Text => {
+                    // A stderr that refuses it (a full disk) must not turn
+                    // the exit code into a panic's.
+                    let _ = writeln!(std::io::stderr(), "outbound: {e:#}");
+                }
             }
             ExitCode::FAILURE
         }

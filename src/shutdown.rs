@@ -8,6 +8,7 @@
 //! sink retrying a search node that is down). That is safe for the stream
 //! stages: their stores only ever hold committed writes.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +48,12 @@ impl Shutdown {
                     "shutdown did not finish within shutdown_deadline_ms; exiting now \
                      (the stream stages' stores are at a committed point)"
                 );
-                eprintln!("outbound: shutdown did not finish within {deadline:?}; exiting");
+                // Not eprintln!: it panics when stderr fails (a full disk),
+                // and this thread must reach the exit.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "outbound: shutdown did not finish within {deadline:?}; exiting"
+                );
                 std::process::exit(1);
             });
         if let Err(e) = spawned {

@@ -21,7 +21,10 @@ pub fn init(format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (a full disk) is lost, never
+        // reported with `eprintln!`, which panics when stderr fails too.
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => builder
             .json()
