@@ -157,6 +157,8 @@ pub struct RecordCollector {
     pub source_times: Vec<i64>,
     /// Records handed in per output, coalesced or not.
     pub collected: [u64; Output::ALL.len()],
+    /// Records taken out before the commit ([`RecordCollector::take_appends`]), per output.
+    pub sent_early: [u64; Output::ALL.len()],
 }
 
 impl RecordCollector {
@@ -172,7 +174,27 @@ impl RecordCollector {
             source_times_at_record: 0,
             source_times: Vec::new(),
             collected: [0; Output::ALL.len()],
+            sent_early: [0; Output::ALL.len()],
         }
+    }
+
+    /// Appended records held now (rekey changes and dead letters).
+    pub fn appends_len(&self) -> usize {
+        self.appends.len()
+    }
+
+    /// Takes the appended records of the inputs processed so far, to be
+    /// sent before the commit: they are never coalesced, so sending them
+    /// early loses nothing, and it overlaps their production with the
+    /// processing. Call it between input records: what it takes can no
+    /// longer be taken back by [`RecordCollector::rollback_record`].
+    pub fn take_appends(&mut self) -> Vec<Record> {
+        self.appends_at_record = 0;
+        let taken = std::mem::take(&mut self.appends);
+        for r in &taken {
+            self.sent_early[r.output as usize] += 1;
+        }
+        taken
     }
 
     pub fn limits(&self) -> &Limits {
@@ -347,6 +369,7 @@ impl RecordCollector {
         self.newest.clear();
         self.undo.clear();
         self.source_times.clear();
+        self.sent_early = [0; Output::ALL.len()];
         self.appends_at_record = 0;
         self.source_times_at_record = 0;
     }
@@ -474,5 +497,25 @@ mod tests {
             .unwrap();
         let d: RollupDelta = codec::decode(d.value.as_deref().unwrap()).unwrap();
         assert_eq!(d.measures.units, 1);
+    }
+
+    #[test]
+    fn appends_taken_early_are_counted_and_leave_the_next_input_revocable() {
+        let mut c = collector();
+        c.begin_record();
+        c.send(rec(Output::Rekey, "o", "1")).unwrap();
+        c.send(rec(Output::Rollups, "r", "1")).unwrap();
+        let taken = c.take_appends();
+        assert_eq!(taken.len(), 1, "only appended records go early");
+        assert_eq!(c.sent_early[Output::Rekey as usize], 1);
+        assert_eq!(c.appends_len(), 0);
+        c.begin_record();
+        c.send(rec(Output::Rekey, "o", "2")).unwrap();
+        c.rollback_record();
+        let out = c.drain().unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].output, Output::Rollups);
+        c.clear();
+        assert_eq!(c.sent_early, [0; Output::ALL.len()]);
     }
 }

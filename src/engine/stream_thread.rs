@@ -180,6 +180,9 @@ pub struct StreamThread {
 /// Most records processed between two looks at the rebalance events and
 /// the commit clock.
 const BURST: usize = 2_000;
+/// Appended records (rekey changes, dead letters) held before they are sent
+/// ahead of the commit, in the open transaction.
+const SEND_EARLY_AT: usize = 256;
 
 impl StreamThread {
     #[allow(clippy::too_many_arguments)]
@@ -318,6 +321,11 @@ impl StreamThread {
     fn run_loop(&mut self) -> anyhow::Result<()> {
         while !self.shutdown.is_requested() {
             self.handle_rebalances()?;
+            if self.producer.is_open() && self.tasks.has_pending_init() {
+                // Initialising makes broker requests that may take longer
+                // than a transaction may stay open: end the open one first.
+                self.commit(Instant::now() + Duration::from_secs(60))?;
+            }
             let changes = self.tasks.initialize(&self.consumer)?;
             self.apply_changes(&changes)?;
             let changes = self.tasks.restore()?;
@@ -476,6 +484,13 @@ impl StreamThread {
                 &self.metrics,
                 &message,
             )?;
+            if self.collector.appends_len() >= SEND_EARLY_AT
+                && !self.tasks.is_restoring()
+                && !self.tasks.has_pending_init()
+                && !self.send_appends_now()?
+            {
+                break;
+            }
             // Rebalance events and the commit clock are looked at between bursts.
             if !self
                 .events
@@ -488,6 +503,28 @@ impl StreamThread {
             }
         }
         Ok(())
+    }
+
+    /// Sends the appended records ahead of the commit, in the transaction
+    /// they open (or find open): their production overlaps the processing
+    /// instead of lengthening the commit. False when the send failed and
+    /// the batch was dropped.
+    fn send_appends_now(&mut self) -> anyhow::Result<bool> {
+        let topics = &self.topics;
+        let records: Vec<(String, Record)> = self
+            .collector
+            .take_appends()
+            .into_iter()
+            .map(|r| (topics.output(r.output).to_owned(), r))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        match self.producer.send_now(&records, deadline) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.on_commit_failure(e)?;
+                Ok(false)
+            }
+        }
     }
 
     fn commit_due(&self) -> bool {
@@ -512,7 +549,11 @@ impl StreamThread {
     fn commit(&mut self, deadline: Instant) -> anyhow::Result<()> {
         self.last_commit = Instant::now();
         let empty_buffers = self.tasks.tasks().all(|t| t.buffer.is_empty());
-        if self.positions.is_empty() && self.collector.is_empty() && empty_buffers {
+        if self.positions.is_empty()
+            && self.collector.is_empty()
+            && empty_buffers
+            && !self.producer.is_open()
+        {
             return Ok(());
         }
         if !self.generation_current() {
@@ -575,7 +616,7 @@ impl StreamThread {
                 self.metrics
                     .commit_seconds
                     .observe(committed.duration.as_secs_f64());
-                let mut sent = [0u64; Output::ALL.len()];
+                let mut sent = std::mem::take(&mut self.collector.sent_early);
                 for (_, r) in &records {
                     sent[r.output as usize] += 1;
                 }
@@ -764,12 +805,19 @@ impl StreamThread {
     /// Drops the uncommitted batch and rewinds the partitions consumed in it
     /// (except `gone`, no longer ours).
     fn discard_batch(&mut self, gone: &[Partition]) -> anyhow::Result<()> {
+        // Records sent ahead of the commit are in an open transaction.
+        let aborted = self
+            .producer
+            .abort(Instant::now() + Duration::from_secs(10));
         self.collector.clear();
         self.tasks.clear_buffers();
         for p in gone {
             self.positions.remove(p);
         }
-        self.rewind()
+        match aborted {
+            Ok(()) => self.rewind(),
+            Err(e) => self.on_commit_failure(e),
+        }
     }
 
     /// Seeks every partition consumed since the last commit back to its

@@ -110,6 +110,15 @@ impl TaskManager {
         self.tasks.values_mut()
     }
 
+    /// Whether a task waits to be initialised (its store opened, its
+    /// restore registered): broker requests that must not run while a
+    /// transaction is open.
+    pub fn has_pending_init(&self) -> bool {
+        self.tasks
+            .values()
+            .any(|t| matches!(t.state, TaskState::Created | TaskState::Suspended))
+    }
+
     pub fn is_restoring(&self) -> bool {
         !self.reader.is_idle()
     }

@@ -267,6 +267,32 @@ impl Transactions {
         }
     }
 
+    /// Sends `records` (each with its topic) now, in the transaction the
+    /// first of them opens; the commit sends the rest and ends it. On a
+    /// failure that leaves the producer usable the transaction is aborted.
+    pub fn send_now(
+        &mut self,
+        records: &[(String, Record)],
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        match self.try_send_now(records) {
+            Err(e @ (TxnError::Aborted(_) | TxnError::Refused { .. })) => {
+                self.abort(deadline)?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn try_send_now(&mut self, records: &[(String, Record)]) -> Result<(), TxnError> {
+        self.begin()?;
+        for (topic, r) in records {
+            self.send(topic, r, 0)?;
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
     /// Runs one transaction: `records` (each with its topic), the changelog
     /// records (`(slot, record)`), then the consumed `offsets` with the
     /// group metadata, and the commit — all within `deadline`. `between`
