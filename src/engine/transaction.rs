@@ -14,7 +14,7 @@
 //! producer with our transactional id, or the coordinator timing our
 //! transaction out during a stall) and other fatal producer errors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -258,12 +258,32 @@ impl Transactions {
                     })
                 }
                 Err((e, _)) => {
+                    if matches!(
+                        e,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition)
+                    ) {
+                        self.refresh_metadata(topic);
+                    }
                     return Err(TxnError::Aborted(format!(
                         "producing to {topic}[{}]: {e}",
                         r.partition
-                    )))
+                    )));
                 }
             }
+        }
+    }
+
+    /// Asks the broker for `topic`'s metadata now. librdkafka refreshes a
+    /// topic's partition count only every `topic.metadata.refresh.interval.ms`
+    /// (5 min): a topic re-created or given back its partitions would fail
+    /// every commit until then with "unknown partition".
+    fn refresh_metadata(&self, topic: &str) {
+        if let Err(e) = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        {
+            warn!(%topic, error = %e, "refreshing the metadata of a topic with an unknown partition");
         }
     }
 
@@ -362,9 +382,14 @@ impl Transactions {
         // offsets are known before the commit decision.
         self.flush(deadline)?;
         {
-            let d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((topic, partition, code)) =
-                d.failures.iter().find(|f| refused_for_good(f.2))
+            // A copy: the refresh below must not hold the reports' lock.
+            let failures = self
+                .deliveries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failures
+                .clone();
+            if let Some((topic, partition, code)) = failures.iter().find(|f| refused_for_good(f.2))
             {
                 return Err(TxnError::Refused {
                     topic: topic.clone(),
@@ -372,16 +397,23 @@ impl Transactions {
                     code: *code,
                 });
             }
-            if !d.failures.is_empty() {
-                let list: Vec<String> = d
-                    .failures
+            if !failures.is_empty() {
+                let unknown: BTreeSet<String> = failures
+                    .iter()
+                    .filter(|f| f.2 == RDKafkaErrorCode::UnknownPartition)
+                    .map(|f| f.0.clone())
+                    .collect();
+                for topic in &unknown {
+                    self.refresh_metadata(topic);
+                }
+                let list: Vec<String> = failures
                     .iter()
                     .take(5)
                     .map(|(t, p, c)| format!("{t}[{p}]: {c}"))
                     .collect();
                 return Err(TxnError::Aborted(format!(
                     "{} records undelivered: {}",
-                    d.failures.len(),
+                    failures.len(),
                     list.join("; ")
                 )));
             }
