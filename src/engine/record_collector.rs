@@ -7,8 +7,12 @@
 //! times in a commit interval is written once), deltas to one rollup key are
 //! summed, and of the detail changes to one document only the one the
 //! details stage would keep goes on. Change records on the rekey topic are
-//! never coalesced: each carries before and after images. The changelogs are
-//! coalesced by the tasks' write buffers, which the commit sends beside these.
+//! never coalesced: each carries before and after images. So they (and dead
+//! letters) need not wait for the commit: the stream thread takes them
+//! ([`RecordCollector::take_appends`]) and sends them into the open
+//! transaction while it goes on processing, which keeps the commit short.
+//! The changelogs are coalesced by the tasks' write buffers, which the
+//! commit sends beside these.
 //!
 //! It also refuses a record too large for its topic, and can take back every
 //! record of the input record being processed, so that such an input goes to
