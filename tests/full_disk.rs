@@ -27,24 +27,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{addr}{path}"))
-        .call()
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| format!("reading {path}: {e}"))?;
-    Ok((status, body))
-}
-
 fn records_in(metrics: &str) -> f64 {
     metrics
         .lines()
@@ -82,8 +64,8 @@ fn a_log_device_that_refuses_writes_loses_lines_not_the_process() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("outbound exited while its log device was full: {status}");
             }
-            let ready = get(&addr, "/readyz")?;
-            let consumed = records_in(&get(&addr, "/metrics")?.1);
+            let ready = http_get(&addr, "/readyz")?;
+            let consumed = records_in(&http_get(&addr, "/metrics")?.1);
             if ready.0 == 200 && consumed >= s.history.records.len() as f64 {
                 Ok(())
             } else {

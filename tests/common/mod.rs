@@ -609,21 +609,7 @@ impl Outbound {
         let addr = self
             .metrics_addr()
             .ok_or_else(|| "the metrics endpoint is not up yet".to_owned())?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut resp = agent
-            .get(&format!("http://{addr}{path}"))
-            .call()
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("reading {path}: {e}"))?;
-        Ok((status, body))
+        http_get(&addr, path)
     }
 
     /// Waits until `/readyz` answers 200: every assigned task running.
@@ -770,4 +756,23 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// GET `http://{addr}{path}`: (status, body), any status.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("reading {path}: {e}"))?;
+    Ok((status, body))
 }
