@@ -29,7 +29,10 @@
 //! `schemas.enable=false` writes them), KSTREAMS_JAVA_OPTS (-Xmx1g),
 //! OUTBOUND_TEST_BOOTSTRAP (127.0.0.1:9092), OUTBOUND_BENCH_PROFILE (`cpu` or
 //! `offcpu`: `perf record` attached to outbound's throughput run),
-//! OUTBOUND_BENCH_ONLY=outbound (outbound's throughput run alone, to profile). Needs `stack/stack.sh up kafka`,
+//! OUTBOUND_BENCH_ONLY=outbound (outbound's throughput run alone, to profile).
+//! outbound's own `OUTBOUND_*` settings pass through to it (e.g.
+//! OUTBOUND_STREAM_THREADS=2, OUTBOUND_KAFKA__COMMIT_IDLE_MS=100 to commit on
+//! the interval only). Needs `stack/stack.sh up kafka`,
 //! Java 17 and Maven (the baseline is built by benches/kafka-streams/build.sh).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark reports on stdout
 
