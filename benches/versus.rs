@@ -31,8 +31,7 @@
 //! `offcpu`: `perf record` attached to outbound's throughput run),
 //! OUTBOUND_BENCH_ONLY=outbound (outbound's throughput run alone, to profile).
 //! outbound's own `OUTBOUND_*` settings pass through to it (e.g.
-//! OUTBOUND_STREAM_THREADS=2, OUTBOUND_KAFKA__COMMIT_IDLE_MS=100 to commit on
-//! the interval only). Needs `stack/stack.sh up kafka`,
+//! OUTBOUND_STREAM_THREADS=2). Needs `stack/stack.sh up kafka`,
 //! Java 17 and Maven (the baseline is built by benches/kafka-streams/build.sh).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark reports on stdout
 
