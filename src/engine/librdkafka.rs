@@ -2,9 +2,11 @@
 //! topic's id (DescribeTopics), which tells one incarnation of a changelog
 //! from the next; the consumer group generation that the transactional
 //! offset commit will carry, which tells a live assignment from a lost one
-//! (a commit with generation -1 would not be fenced); and a wake-up when the
+//! (a commit with generation -1 would not be fenced); a wake-up when the
 //! producer's event queue gets an event, so a commit can wait for its
-//! delivery reports without spinning or sleeping blind.
+//! delivery reports without spinning or sleeping blind; and pausing a
+//! producer's partitions, which keeps librdkafka from spinning on a broker
+//! that does not answer.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
+use rdkafka::TopicPartitionList;
 
 /// Calls `f` with a raw pointer and frees what it allocated however it returns.
 struct Guard<T>(*mut T, unsafe extern "C" fn(*mut T));
@@ -125,6 +128,32 @@ pub fn group_generation<C: ClientContext>(client: &Client<C>) -> Option<i32> {
             return None;
         }
         Some(rd::rd_kafka_consumer_group_metadata_generation_id(md.0))
+    }
+}
+
+/// Pauses or resumes producing to `partitions`. `rd_kafka_pause_partitions`
+/// works on producers too (rust-rdkafka wraps it for consumers only): a
+/// paused partition's queued records stay queued, its in-flight requests
+/// are still answered and its records still time out.
+pub fn set_producing_paused<C: ClientContext>(
+    client: &Client<C>,
+    partitions: &TopicPartitionList,
+    paused: bool,
+) -> Result<(), String> {
+    // SAFETY: the client and the list are alive for the call; librdkafka
+    // only reads the list (and sets each element's error).
+    let err = unsafe {
+        if paused {
+            rd::rd_kafka_pause_partitions(client.native_ptr(), partitions.ptr())
+        } else {
+            rd::rd_kafka_resume_partitions(client.native_ptr(), partitions.ptr())
+        }
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        // SAFETY: librdkafka's error strings are static.
+        Err(text(unsafe { rd::rd_kafka_err2str(err) }))
     }
 }
 

@@ -26,9 +26,9 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
 };
 use rdkafka::{ClientContext, Message, TopicPartitionList};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::librdkafka::QueueWaker;
+use super::librdkafka::{set_producing_paused, QueueWaker};
 use super::record_collector::Record;
 use crate::config::Config;
 
@@ -116,6 +116,9 @@ pub struct Transactions {
     changelogs: Vec<(String, i32)>,
     slots: HashMap<(String, i32), usize>,
     open_since: Option<Instant>,
+    /// The partitions the open transaction has sent to (the ones a stalled
+    /// flush pauses), by topic.
+    sent_to: HashMap<String, BTreeSet<i32>>,
     /// Bound of each producer call.
     timeout: Duration,
     pub transactional_id: String,
@@ -172,6 +175,7 @@ impl Transactions {
             changelogs: Vec::new(),
             slots: HashMap::new(),
             open_since: None,
+            sent_to: HashMap::new(),
             timeout,
             transactional_id: transactional_id.to_owned(),
         })
@@ -215,6 +219,7 @@ impl Transactions {
                 .begin_transaction()
                 .map_err(|e| self.classify(e))?;
             self.open_since = Some(Instant::now());
+            self.sent_to.clear();
         }
         Ok(())
     }
@@ -222,6 +227,15 @@ impl Transactions {
     /// Sends one record in the open transaction, waiting for queue space
     /// when librdkafka's buffer is full.
     fn send(&mut self, topic: &str, r: &Record, slot: usize) -> Result<(), TxnError> {
+        match self.sent_to.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(r.partition);
+            }
+            None => {
+                self.sent_to
+                    .insert(topic.to_owned(), BTreeSet::from([r.partition]));
+            }
+        }
         let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, slot)
             .partition(r.partition)
             .key(&r.key);
@@ -446,20 +460,72 @@ impl Transactions {
     /// waits out its timeout), which would put a 100 ms floor under every
     /// commit, and a poll of less than a few milliseconds is a busy spin (see
     /// `serve_reports`): this waits on the queue's wake-up instead.
+    ///
+    /// When no delivery report has come for `STALLED`, the transaction's
+    /// partitions are paused until one comes: librdkafka's broker thread
+    /// spins on a partition that has its five idempotent requests in flight
+    /// and more records ready (it keeps setting its wake-up to the ready
+    /// batch it may not send), a core for as long as the broker is silent.
     fn flush(&self, deadline: Instant) -> Result<(), TxnError> {
-        while self.producer.in_flight_count() > 0 {
+        let mut last = self.producer.in_flight_count();
+        let mut progressed = Instant::now();
+        let mut paused = false;
+        let result = loop {
+            let in_flight = self.producer.in_flight_count();
+            if in_flight == 0 {
+                break Ok(());
+            }
             if Instant::now() >= deadline {
-                return Err(TxnError::Aborted(format!(
-                    "{} records still undelivered when the commit's time ran out",
-                    self.producer.in_flight_count(),
+                break Err(TxnError::Aborted(format!(
+                    "{in_flight} records still undelivered when the commit's time ran out",
                 )));
             }
-            // A zero-timeout flush skips linger.ms for what is queued now;
-            // its TimedOut result only says records are still in flight.
-            let _ = self.producer.flush(Duration::ZERO);
+            if in_flight < last {
+                progressed = Instant::now();
+                if paused {
+                    paused = !self.pause_sends(false);
+                }
+            } else if !paused && progressed.elapsed() >= STALLED {
+                paused = self.pause_sends(true);
+            }
+            last = in_flight;
+            if !paused {
+                // A zero-timeout flush skips linger.ms for what is queued
+                // now; its TimedOut result only says records are in flight.
+                let _ = self.producer.flush(Duration::ZERO);
+            }
             self.serve_reports(remaining(deadline).min(FLUSH_WAIT));
+        };
+        if paused {
+            self.pause_sends(false);
         }
-        Ok(())
+        result
+    }
+
+    /// Pauses (or resumes) producing to the open transaction's partitions;
+    /// whether it did.
+    fn pause_sends(&self, paused: bool) -> bool {
+        let mut partitions = TopicPartitionList::new();
+        for (topic, ps) in &self.sent_to {
+            for p in ps {
+                partitions.add_partition(topic, *p);
+            }
+        }
+        match set_producing_paused(self.producer.client(), &partitions, paused) {
+            Ok(()) => {
+                if paused {
+                    debug!(
+                        partitions = partitions.count(),
+                        "no delivery report for a while: holding back what is queued until the broker answers"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, paused, "pausing or resuming the producer's partitions");
+                false
+            }
+        }
     }
 
     /// Serves every event waiting on the producer's queue (delivery reports
@@ -530,6 +596,9 @@ const ABORT_AT_LEAST: Duration = Duration::from_secs(5);
 /// Longest wait for a delivery report before the flush looks again (the
 /// wake-up normally ends it sooner).
 const FLUSH_WAIT: Duration = Duration::from_millis(100);
+/// How long a flush goes without any delivery report before it pauses the
+/// transaction's partitions (a broker that answers takes milliseconds).
+const STALLED: Duration = Duration::from_millis(500);
 
 fn remaining(deadline: Instant) -> Duration {
     deadline

@@ -641,35 +641,19 @@ impl Outbound {
         sum.ok_or_else(|| format!("no sample of {name} {labels:?}"))
     }
 
-    /// CPU time the process has used so far (user + system, every thread),
-    /// from `/proc/<pid>/stat`.
+    /// CPU time the process has used so far (user + system, every thread).
     pub fn cpu_time(&self) -> Duration {
-        let path = format!("/proc/{}/stat", self.child.id());
-        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // Fields after the command (which may hold spaces) start past its ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // utime and stime are fields 14 and 15 of the line; `rest` starts
-        // at field 3.
-        let ticks: u64 = [11, 12]
-            .iter()
-            .map(|i| {
-                fields
-                    .get(*i)
-                    .and_then(|f| f.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum();
-        let per_second: u64 = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(100);
-        Duration::from_millis(ticks * 1000 / per_second)
+        cpu_time_of(self.child.id())
+    }
+
+    /// CPU time each live thread has used so far (see `thread_cpu_times_of`).
+    pub fn thread_cpu_times(&self) -> BTreeMap<u32, (String, Duration)> {
+        thread_cpu_times_of(self.child.id())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to the process.
@@ -699,6 +683,69 @@ impl Outbound {
 
 /// Marks a start that serves the metrics endpoint (not passed on).
 const OBSERVED: &str = "__OUTBOUND_TEST_OBSERVED";
+
+/// CPU time process `pid` has used so far (user + system, every thread),
+/// from `/proc/<pid>/stat`.
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    stat_cpu(&stat).1
+}
+
+/// CPU time each live thread of process `pid` has used so far, by thread
+/// id, with its name (`/proc/<pid>/task/*/stat`): which thread spent it.
+pub fn thread_cpu_times_of(pid: u32) -> BTreeMap<u32, (String, Duration)> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            Some((tid, stat_cpu(&stat)))
+        })
+        .collect()
+}
+
+/// (name, user + system CPU) of one `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> (String, Duration) {
+    let name = stat
+        .split_once('(')
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map_or_else(String::new, |(name, _)| name.to_owned());
+    // Fields after the command (which may hold spaces) start past its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at
+    // field 3.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|i| {
+            fields
+                .get(*i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    (name, Duration::from_millis(ticks * 1000 / clock_ticks()))
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), once.
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
 
 /// The `outbound` binary the tests run: this build's, or the one named by
 /// `OUTBOUND_TEST_BIN` (to run the tests against another build, e.g. the
