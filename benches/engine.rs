@@ -14,6 +14,12 @@
 //!   cargo bench --bench engine                          # 100 000 changes
 //!   OUTBOUND_BENCH_CHANGES=300000 cargo bench --bench engine
 //!
+//! With `OUTBOUND_BENCH_BEFORE_BIN=<an earlier build's outbound>`, that build
+//! is measured first, on the same source topics (an app of its own), and a
+//! second table compares the two: `scripts/bench-engine.sh --before REV`
+//! builds REV and runs this (issue #13: the engine redesign no slower than
+//! the engine it replaced).
+//!
 //! Progress is read from the instance's own /metrics (records in per stage
 //! against records out of the stage before), so the clock stops when the
 //! last stage has consumed everything upstream produced. Needs
@@ -205,13 +211,14 @@ struct Instance {
 
 impl Instance {
     fn start(
+        bin: &Path,
         app: &str,
         prefix: &str,
         state: &Path,
         log: std::path::PathBuf,
     ) -> anyhow::Result<Self> {
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_outbound"))
+        let child = Command::new(bin)
             .args([
                 "run",
                 "--app-id",
@@ -232,7 +239,7 @@ impl Instance {
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .spawn()
-            .context("starting outbound run")?;
+            .with_context(|| format!("starting {} run", bin.display()))?;
         Ok(Self { child, log })
     }
 
@@ -364,7 +371,6 @@ fn main() -> anyhow::Result<()> {
         nanos() % 1_000_000_000
     );
     let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
 
     let history = history::generate(42, &prefix, (changes / 12).max(100) as u64, changes);
     let sources: Vec<String> = history::Table::ALL
@@ -408,10 +414,151 @@ fn main() -> anyhow::Result<()> {
     copier.flush(Duration::from_secs(120))?;
     let copy_rate = rate(copied as f64, copy_time);
 
+    // An earlier build, measured first on the same source topics (issue
+    // #13: the engine redesign must be no slower than what it replaced).
+    let before = match std::env::var_os("OUTBOUND_BENCH_BEFORE_BIN") {
+        Some(bin) => {
+            let bin = std::path::PathBuf::from(bin);
+            let run = measure(
+                &bin,
+                &format!("{prefix}-before"),
+                &prefix,
+                dir.path(),
+                total,
+            )?;
+            Some((bin, run))
+        }
+        None => None,
+    };
+    let this = Path::new(env!("CARGO_BIN_EXE_outbound"));
+    let Run {
+        engine_rate,
+        with_start,
+        processing,
+        outputs,
+        written_out,
+        aborted,
+        changelog_records,
+        read_rate,
+        restored,
+        restore_time,
+        restore_only,
+    } = measure(this, &format!("{prefix}-app"), &prefix, dir.path(), total)?;
+
+    println!();
+    println!("| measure | outbound | baseline (same run) | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| source events/s, exactly-once, 1 instance, 4 stages | {engine_rate:.0} | {copy_rate:.0} (bare consume→produce copy, 1 hop) | {:.2} |",
+        engine_rate / copy_rate
+    );
+    // Per record written, the four transactional hops against the one
+    // bare hop: the broker's work is per record.
+    let written = written_out + changelog_records as f64;
+    let written_rate = rate(written, processing);
+    println!(
+        "| records written/s, all hops ({:.1} per source event, changelogs included) | {written_rate:.0} | {copy_rate:.0} | {:.2} |",
+        written / total,
+        written_rate / copy_rate
+    );
+    println!(
+        "| restore records/s ({restored:.0} records, {:.1} s to all tasks running) | {:.0} | {read_rate:.0} (plain read of the changelogs) | {:.2} |",
+        restore_time.as_secs_f64(),
+        rate(restored, restore_time),
+        rate(restored, restore_time) / read_rate
+    );
+    if let Some(span) = restore_only {
+        println!(
+            "| restore records/s, first restoring task to last restored | {:.0} | {read_rate:.0} | {:.2} |",
+            rate(restored, span),
+            rate(restored, span) / read_rate
+        );
+    }
+    println!();
+    println!(
+        "processing time {:.1} s ({with_start:.0} events/s counting start-up); {outputs:.0} output records; {aborted:.0} aborted transactions; {changelog_records} changelog records",
+        processing.as_secs_f64()
+    );
+    if restored < changelog_records as f64 * 0.5 {
+        bail!("restored only {restored} of {changelog_records} changelog records");
+    }
+    if let Some((bin, b)) = &before {
+        println!();
+        println!(
+            "earlier build {} against this one, same run, same source topics:",
+            bin.display()
+        );
+        println!();
+        println!("| measure | earlier build | this build | this ÷ earlier |");
+        println!("|---|---|---|---|");
+        println!(
+            "| source events/s, exactly-once, 1 instance, 4 stages (higher is better) | {:.0} | {engine_rate:.0} | {:.2} |",
+            b.engine_rate,
+            engine_rate / b.engine_rate
+        );
+        println!(
+            "| source events/s counting start-up | {:.0} | {with_start:.0} | {:.2} |",
+            b.with_start,
+            with_start / b.with_start
+        );
+        println!(
+            "| records written/s, changelogs included | {:.0} | {written_rate:.0} | {:.2} |",
+            rate(b.written_out + b.changelog_records as f64, b.processing),
+            written_rate / rate(b.written_out + b.changelog_records as f64, b.processing)
+        );
+        println!(
+            "| records written per source event (lower is better) | {:.2} | {:.2} | {:.2} |",
+            (b.written_out + b.changelog_records as f64) / total,
+            written / total,
+            written / (b.written_out + b.changelog_records as f64)
+        );
+        println!(
+            "| changelog records written | {} | {changelog_records} | {:.2} |",
+            b.changelog_records,
+            changelog_records as f64 / (b.changelog_records as f64).max(1.0)
+        );
+        println!(
+            "| output records (details and rollups) | {:.0} | {outputs:.0} | {:.2} |",
+            b.outputs,
+            outputs / b.outputs.max(1.0)
+        );
+        println!(
+            "| restore, s to all tasks running (lower is better) | {:.2} | {:.2} | {:.2} |",
+            b.restore_time.as_secs_f64(),
+            restore_time.as_secs_f64(),
+            restore_time.as_secs_f64() / b.restore_time.as_secs_f64().max(1e-9)
+        );
+        println!(
+            "| aborted transactions | {:.0} | {aborted:.0} | |",
+            b.aborted
+        );
+    }
+    delete_topics(&prefix)?;
+    Ok(())
+}
+
+/// One build's figures.
+struct Run {
+    engine_rate: f64,
+    with_start: f64,
+    processing: Duration,
+    outputs: f64,
+    written_out: f64,
+    aborted: f64,
+    changelog_records: u64,
+    read_rate: f64,
+    restored: f64,
+    restore_time: Duration,
+    restore_only: Option<Duration>,
+}
+
+/// Runs `bin` as app `app` over the backlog in `prefix`'s source topics
+/// from an empty state, then restores its state into an empty directory.
+fn measure(bin: &Path, app: &str, prefix: &str, dir: &Path, total: f64) -> anyhow::Result<Run> {
+    let state = dir.join(format!("state-{app}"));
     // The engine, exactly-once, one instance, from an empty state.
-    let app = format!("{prefix}-app");
     let started = Instant::now();
-    let mut engine = Instance::start(&app, &prefix, &state, dir.path().join("run-1.log"))?;
+    let mut engine = Instance::start(bin, app, prefix, &state, dir.join(format!("{app}-1.log")))?;
     let (first, _) = engine.wait("waiting for the first record", |m| {
         m.stage_in("rekey") > 0.0
     })?;
@@ -436,7 +583,7 @@ fn main() -> anyhow::Result<()> {
     // Restore everything into an empty state directory.
     std::fs::remove_dir_all(&state).context("deleting the state directory")?;
     let restart = Instant::now();
-    let mut engine = Instance::start(&app, &prefix, &state, dir.path().join("run-2.log"))?;
+    let mut engine = Instance::start(bin, app, prefix, &state, dir.join(format!("{app}-2.log")))?;
     let tasks = f64::from(PARTITIONS * 3);
     let (restored_at, m) = engine.wait("restoring", |m| {
         m.tasks("running") >= tasks && m.tasks("restoring") == 0.0
@@ -448,44 +595,17 @@ fn main() -> anyhow::Result<()> {
     // The restore alone: from the first task's "restoring" line to the last
     // "restore complete" (the above includes process start and group join).
     let restore_only = restore_span(&std::fs::read_to_string(&log)?);
-
-    println!();
-    println!("| measure | outbound | baseline (same run) | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| source events/s, exactly-once, 1 instance, 4 stages | {engine_rate:.0} | {copy_rate:.0} (bare consume→produce copy, 1 hop) | {:.2} |",
-        engine_rate / copy_rate
-    );
-    // Per record written, the four transactional hops against the one
-    // bare hop: the broker's work is per record.
-    let written = written_out + changelog_records as f64;
-    let written_rate = rate(written, done - first);
-    println!(
-        "| records written/s, all hops ({:.1} per source event, changelogs included) | {written_rate:.0} | {copy_rate:.0} | {:.2} |",
-        written / total,
-        written_rate / copy_rate
-    );
-    println!(
-        "| restore records/s ({restored:.0} records, {:.1} s to all tasks running) | {:.0} | {read_rate:.0} (plain read of the changelogs) | {:.2} |",
-        restore_time.as_secs_f64(),
-        rate(restored, restore_time),
-        rate(restored, restore_time) / read_rate
-    );
-    if let Some(span) = restore_only {
-        println!(
-            "| restore records/s, first restoring task to last restored | {:.0} | {read_rate:.0} | {:.2} |",
-            rate(restored, span),
-            rate(restored, span) / read_rate
-        );
-    }
-    println!();
-    println!(
-        "processing time {:.1} s ({with_start:.0} events/s counting start-up); {outputs:.0} output records; {aborted:.0} aborted transactions; {changelog_records} changelog records",
-        (done - first).as_secs_f64()
-    );
-    if restored < changelog_records as f64 * 0.5 {
-        bail!("restored only {restored} of {changelog_records} changelog records");
-    }
-    delete_topics(&prefix)?;
-    Ok(())
+    Ok(Run {
+        engine_rate,
+        with_start,
+        processing: done - first,
+        outputs,
+        written_out,
+        aborted,
+        changelog_records,
+        read_rate,
+        restored,
+        restore_time,
+        restore_only,
+    })
 }
