@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::raw::{c_char, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -131,23 +131,48 @@ pub fn group_generation<C: ClientContext>(client: &Client<C>) -> Option<i32> {
     }
 }
 
-/// Pauses or resumes producing to `partitions`. `rd_kafka_pause_partitions`
-/// works on producers too (rust-rdkafka wraps it for consumers only): a
-/// paused partition's queued records stay queued, its in-flight requests
-/// are still answered and its records still time out.
+/// Pauses or resumes producing to `partitions`, without waiting: a paused
+/// partition's queued records stay queued, its in-flight requests are still
+/// answered and its records still time out.
+///
+/// Not `rd_kafka_pause_partitions`: that one waits, with no timeout, until
+/// the broker thread each partition is delegated to has served the request,
+/// and a commit must never wait without a bound (a partition between
+/// brokers while the broker restarts). This is the function behind it,
+/// called with `RD_ASYNC`: the broker thread applies the flag the next time
+/// it serves its queue, which is at once when it is spinning. librdkafka
+/// exports it but does not declare it in its public header; rdkafka-sys
+/// builds this exact librdkafka (Cargo.lock pins 2.12.1), whose
+/// `rdkafka_partition.h` declares it as below.
 pub fn set_producing_paused<C: ClientContext>(
     client: &Client<C>,
     partitions: &TopicPartitionList,
     paused: bool,
 ) -> Result<(), String> {
+    // `rd_bool_t` is a uint8_t and `rd_async_t` an enum; RD_ASYNC = 1 and
+    // RD_KAFKA_TOPPAR_F_APP_PAUSE = 0x10 (rdtypes.h, rdkafka_partition.h).
+    const RD_ASYNC: c_int = 1;
+    const RD_KAFKA_TOPPAR_F_APP_PAUSE: c_int = 0x10;
+    extern "C" {
+        fn rd_kafka_toppars_pause_resume(
+            rk: *mut rd::rd_kafka_t,
+            pause: u8,
+            async_: c_int,
+            flag: c_int,
+            partitions: *mut rd::rd_kafka_topic_partition_list_t,
+        ) -> rd::rd_kafka_resp_err_t;
+    }
     // SAFETY: the client and the list are alive for the call; librdkafka
-    // only reads the list (and sets each element's error).
+    // reads the list and sets each element's error, and keeps no pointer to
+    // it (each partition's request holds its own reference).
     let err = unsafe {
-        if paused {
-            rd::rd_kafka_pause_partitions(client.native_ptr(), partitions.ptr())
-        } else {
-            rd::rd_kafka_resume_partitions(client.native_ptr(), partitions.ptr())
-        }
+        rd_kafka_toppars_pause_resume(
+            client.native_ptr(),
+            u8::from(paused),
+            RD_ASYNC,
+            RD_KAFKA_TOPPAR_F_APP_PAUSE,
+            partitions.ptr(),
+        )
     };
     if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
         Ok(())
