@@ -580,7 +580,11 @@ impl StreamThread {
             .collect();
         let mut changelog = Vec::new();
         for task in self.tasks.tasks() {
-            for (key, value) in task.buffer.changelog_records() {
+            let stage = task.id.stage.def();
+            for (key, value) in task
+                .buffer
+                .changelog_records_where(|_, key| stage.logs(key))
+            {
                 changelog.push((
                     task.slot,
                     Record {

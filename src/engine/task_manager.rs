@@ -28,12 +28,13 @@ use tracing::{info, warn};
 
 use super::changelog_reader::{transient, ChangelogReader};
 use super::state_manager::{validate, ChangelogFacts, StateDirectory, Verdict};
-use super::task::{StreamTask, TaskId, TaskState};
+use super::task::{restore_records, StreamTask, TaskId, TaskState};
 use super::topics::{self, TopicFacts, Topics};
 use super::topology::Stage;
 use super::transaction::{Committed, Transactions};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use outbound_pipeline::config::PipelineConfig;
 
 /// How long one broker request of a task's initialisation may take before
 /// the task is tried again on a later loop iteration.
@@ -46,6 +47,8 @@ pub type Partition = (String, i32);
 
 pub struct TaskManager {
     config: Config,
+    /// The pipeline's settings, which rebuilding derived state reads.
+    pipeline: PipelineConfig,
     topics: Topics,
     tasks: BTreeMap<TaskId, StreamTask>,
     /// Assigned source partitions (the stateless rekey stage).
@@ -77,6 +80,7 @@ impl TaskManager {
     ) -> anyhow::Result<Self> {
         Ok(TaskManager {
             config: config.clone(),
+            pipeline: config.pipeline()?,
             topics,
             tasks: BTreeMap::new(),
             sources: BTreeSet::new(),
@@ -444,10 +448,10 @@ impl TaskManager {
         }
         let tasks = &mut self.tasks;
         let metrics = &self.metrics;
+        let pipeline = &self.pipeline;
         let step = self.reader.step(&mut |id, records, next| {
             if let Some(store) = tasks.get_mut(&id).and_then(|t| t.store.as_mut()) {
-                store
-                    .restore_batch(records, next)
+                restore_records(store, id.stage, pipeline, records, next)
                     .with_context(|| format!("restoring the store of task {id}"))?;
                 metrics
                     .restored_records

@@ -13,6 +13,9 @@
 //! orders — and so between join partitions — the newest version of its
 //! document wins, whatever order the two join tasks commit in.
 
+use outbound_pipeline::config::PipelineConfig;
+use outbound_pipeline::join;
+use outbound_pipeline::store::{StateStore, StoreError};
 use outbound_state::{StoreId, StoreSpec};
 
 use super::processors::{self, SourceProcessor, StageProcessor};
@@ -93,6 +96,36 @@ pub struct StageDef {
     pub store: StoreSpec,
     pub process: StageProcessor,
     pub outputs: &'static [Output],
+    /// Entries its store keeps but does not log, rebuilt on restore.
+    pub derived: Option<Derived>,
+}
+
+/// A store's derived entries: kept locally so a change reads only what it
+/// touches, never written to the changelog, and rebuilt from the logged
+/// entries when a restore brings those back. Each entry belongs to a group
+/// (the join's: an order), and a group's derived entries are a function of
+/// its logged ones.
+pub struct Derived {
+    pub is_derived: fn(&[u8]) -> bool,
+    /// The group of a key (logged or derived), if it has one.
+    pub owner: fn(&[u8]) -> Option<&str>,
+    /// Makes a group's derived entries exactly what its logged ones give.
+    pub rebuild: fn(&PipelineConfig, &mut dyn StateStore, &str) -> Result<(), StoreError>,
+}
+
+fn rebuild_order(
+    config: &PipelineConfig,
+    state: &mut dyn StateStore,
+    order_id: &str,
+) -> Result<(), StoreError> {
+    join::rebuild(config, state, order_id)
+}
+
+impl StageDef {
+    /// Whether a write to this key goes to the changelog.
+    pub fn logs(&self, key: &[u8]) -> bool {
+        self.derived.as_ref().is_none_or(|d| !(d.is_derived)(key))
+    }
 }
 
 /// The stateless first stage: source topics in.
@@ -120,6 +153,12 @@ pub static STAGES: [StageDef; 3] = [
         },
         process: processors::join,
         outputs: &[Output::DetailChanges, Output::RollupDeltas],
+        // The indexes and rollup counts of an order follow from its rows.
+        derived: Some(Derived {
+            is_derived: join::is_derived,
+            owner: join::owner,
+            rebuild: rebuild_order,
+        }),
     },
     StageDef {
         name: "details",
@@ -130,6 +169,7 @@ pub static STAGES: [StageDef; 3] = [
         },
         process: processors::details,
         outputs: &[Output::Details],
+        derived: None,
     },
     StageDef {
         name: "aggregate",
@@ -140,6 +180,7 @@ pub static STAGES: [StageDef; 3] = [
         },
         process: processors::aggregate,
         outputs: &[Output::Rollups],
+        derived: None,
     },
 ];
 

@@ -8,7 +8,7 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, ErrorKind, IteratorMode, WriteB
 use tracing::{info, warn};
 
 use crate::{
-    changelog, ChangelogPartition, ChangelogRecord, Checkpoint, StateError, StoreId,
+    changelog, ChangelogPartition, ChangelogRecord, Checkpoint, Overlay, StateError, StoreId,
     StoreResources, WriteBuffer,
 };
 
@@ -283,19 +283,54 @@ impl TaskStore {
     ) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for r in records {
-            let (id, key) = changelog::decode_key(&self.checkpoint.changelog, r.offset, &r.key)?;
-            let cf = self.cf(id).map_err(|_| StateError::BadChangelogRecord {
-                topic: self.checkpoint.changelog.topic.clone(),
-                partition: self.checkpoint.changelog.partition,
-                offset: r.offset,
-                reason: format!("store id {} is not one of this task's stores", id.0),
-            })?;
+            let (id, key) = self.restored_key(r)?;
+            let cf = self.cf(id)?;
             match &r.value {
                 Some(v) => batch.put_cf(cf, key, v),
                 None => batch.delete_cf(cf, key),
             }
         }
         self.write(batch, Some(next_offset))
+    }
+
+    /// Like [`TaskStore::restore_batch`], and then `derive` writes what the
+    /// restored entries imply but the changelog does not carry (entries a
+    /// store keeps only locally, rebuilt from the logged ones), reading
+    /// through the restored entries. `derive` gets the (store, key) of every
+    /// record; the records, what `derive` wrote and the checkpoint are one
+    /// atomic batch, so a crash never leaves restored rows without what
+    /// they imply.
+    pub fn restore_batch_deriving<E: From<StateError>>(
+        &mut self,
+        records: &[ChangelogRecord],
+        next_offset: i64,
+        derive: impl FnOnce(Overlay<'_>, &[(StoreId, Vec<u8>)]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut buffer = WriteBuffer::new();
+        let mut keys = Vec::with_capacity(records.len());
+        for r in records {
+            let (id, key) = self.restored_key(r)?;
+            match &r.value {
+                Some(v) => buffer.put(id, key, v),
+                None => buffer.delete(id, key),
+            }
+            keys.push((id, key.to_vec()));
+        }
+        derive(Overlay::new(self, &mut buffer), &keys)?;
+        self.commit(&mut buffer, Some(next_offset))?;
+        Ok(())
+    }
+
+    /// The store and key of a restored changelog record.
+    fn restored_key<'r>(&self, r: &'r ChangelogRecord) -> Result<(StoreId, &'r [u8]), StateError> {
+        let (id, key) = changelog::decode_key(&self.checkpoint.changelog, r.offset, &r.key)?;
+        self.cf(id).map_err(|_| StateError::BadChangelogRecord {
+            topic: self.checkpoint.changelog.topic.clone(),
+            partition: self.checkpoint.changelog.partition,
+            offset: r.offset,
+            reason: format!("store id {} is not one of this task's stores", id.0),
+        })?;
+        Ok((id, key))
     }
 
     fn write(&mut self, mut batch: WriteBatch, next_offset: Option<i64>) -> Result<(), StateError> {

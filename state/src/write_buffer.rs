@@ -115,8 +115,19 @@ impl WriteBuffer {
 
     /// The changelog records for the pending writes: (key, value or tombstone).
     pub fn changelog_records(&self) -> impl Iterator<Item = (Vec<u8>, Option<&[u8]>)> + '_ {
+        self.changelog_records_where(|_, _| true)
+    }
+
+    /// The changelog records for the pending writes whose (store, key)
+    /// `logged` accepts: a store may keep entries it can rebuild from its
+    /// logged ones (see [`crate::TaskStore::restore_batch_deriving`]).
+    pub fn changelog_records_where<'a>(
+        &'a self,
+        logged: impl Fn(StoreId, &[u8]) -> bool + 'a,
+    ) -> impl Iterator<Item = (Vec<u8>, Option<&'a [u8]>)> + 'a {
         self.pending
             .iter()
+            .filter(move |((store, key), _)| logged(*store, key))
             .map(|((store, key), value)| (changelog::encode_key(*store, key), value.as_deref()))
     }
 

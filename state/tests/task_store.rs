@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use outbound_state::{
-    ChangelogPartition, ChangelogRecord, OpenOutcome, Overlay, StoreId, StoreResources, StoreSpec,
-    StoreTuning, TaskStore, WriteBuffer,
+    ChangelogPartition, ChangelogRecord, OpenOutcome, Overlay, StateError, StoreId, StoreResources,
+    StoreSpec, StoreTuning, TaskStore, WriteBuffer,
 };
 use proptest::prelude::*;
 
@@ -267,4 +267,55 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_deriving_restore_sees_the_restored_entries_and_is_one_batch_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = resources();
+    let (mut store, _) = TaskStore::open(&dir.path().join("d"), changelog(2), SPECS, &res).unwrap();
+    let record = |offset: i64, key: &[u8], value: &[u8]| {
+        let mut b = WriteBuffer::new();
+        b.put(ROWS, key, value);
+        let (key, _) = b.changelog_records().next().unwrap();
+        ChangelogRecord {
+            offset,
+            key,
+            value: Some(value.to_vec()),
+        }
+    };
+    // `derive` counts the rows it can read and writes the count locally.
+    let count = |ov: Overlay<'_>, keys: &[(StoreId, Vec<u8>)]| -> Result<(), StateError> {
+        let mut ov = ov;
+        assert!(keys.iter().all(|(s, _)| *s == ROWS));
+        let n = ov.scan_prefix(ROWS, b"row/").unwrap().len();
+        ov.put(COUNTERS, b"rows", n.to_string().as_bytes())
+    };
+    store
+        .restore_batch_deriving(
+            &[record(0, b"row/1", b"a"), record(1, b"row/2", b"b")],
+            2,
+            count,
+        )
+        .unwrap();
+    assert_eq!(
+        store.get(COUNTERS, b"rows").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(store.checkpoint().next_offset, 2);
+    // A failing `derive` leaves nothing of the batch, not even its rows.
+    let err = store
+        .restore_batch_deriving(&[record(2, b"row/3", b"c")], 3, |_, _| {
+            Err::<(), StateError>(StateError::UnknownStore {
+                path: dir.path().to_path_buf(),
+                id: 9,
+            })
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::UnknownStore { id: 9, .. }),
+        "{err}"
+    );
+    assert_eq!(store.get(ROWS, b"row/3").unwrap(), None);
+    assert_eq!(store.checkpoint().next_offset, 2);
 }

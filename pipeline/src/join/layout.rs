@@ -17,6 +17,10 @@
 //! | `a` order_id rollup-key | the order's items in that rollup key ([`super::contribution`]) |
 //! | `b` order_id rollup-key shipment_id db | the order's items in that key served by that shipment |
 //! | `O` db id | an orphan item (no `order_id`) |
+//!
+//! Only the rows (`o`, `i`, `s`, `O`) are logged to the changelog: the
+//! indexes and counts are derived from an order's rows, and a restore
+//! rebuilds them ([`super::derived`]).
 
 use crate::codec;
 use crate::model::{Order, OrderItem, Shipment, Sourced};

@@ -19,7 +19,10 @@
 //! documents change). Nothing grows with the order, however many items it has.
 
 mod contribution;
+mod derived;
 mod layout;
+
+pub use derived::{is_derived, owner, rebuild};
 
 use std::collections::BTreeMap;
 
@@ -701,68 +704,8 @@ pub fn verify_state<S: StateStore + ?Sized>(
         }
     }
     for order_id in order_ids {
-        let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let items: Vec<ItemRow> = store
-            .scan_prefix(&prefix(ITEM, &order_id))
-            .map_err(fail)?
-            .into_iter()
-            .map(|(k, v)| decode(&k, &v))
-            .collect::<Result<_, _>>()
-            .map_err(fail)?;
-        for item in &items {
-            if let Some(sid) = item.row.shipment_id.as_deref() {
-                want.insert(
-                    index_key(ITEM_BY_SHIPMENT, &order_id, sid, &item.row.id, &item.db),
-                    Vec::new(),
-                );
-            }
-        }
-        for (k, v) in store
-            .scan_prefix(&prefix(SHIPMENT, &order_id))
-            .map_err(fail)?
-        {
-            let s: ShipmentRow = decode(&k, &v).map_err(fail)?;
-            if let Some(w) = s.row.wmsrecord_id.as_deref() {
-                want.insert(
-                    index_key(SHIPMENT_BY_WMS, &order_id, w, &s.row.id, &s.db),
-                    Vec::new(),
-                );
-            }
-        }
-        let join = Join::new(config, store, &order_id);
-        let mut linked = Vec::new();
-        for item in items {
-            let s = join.shipment_of(&item.row).map_err(fail)?;
-            linked.push((item, s));
-        }
-        let shipped: Vec<Shipped<'_>> = linked
-            .iter()
-            .filter_map(|(i, s)| shipped(config, i, s.as_ref()))
-            .collect();
-        want.extend(contribution::recompute(&order_id, &shipped).map_err(fail)?);
-        let mut have = BTreeMap::new();
-        for tag in [SHIPMENT_BY_WMS, ITEM_BY_SHIPMENT, KEY_TOTAL, KEY_SHIPMENT] {
-            have.extend(store.scan_prefix(&prefix(tag, &order_id)).map_err(fail)?);
-        }
-        if have != want {
-            let missing: Vec<_> = want
-                .keys()
-                .filter(|k| !have.contains_key(*k))
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect();
-            let extra: Vec<_> = have
-                .keys()
-                .filter(|k| !want.contains_key(*k))
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect();
-            let differ: Vec<_> = want
-                .iter()
-                .filter(|(k, v)| have.get(*k).is_some_and(|h| h != *v))
-                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-                .collect();
-            return Err(format!(
-                "order {order_id:?}: join state indexes or counts differ from its rows: missing {missing:?}, extra {extra:?}, different {differ:?}"
-            ));
+        if let Some(diff) = derived::check(config, store, &order_id).map_err(fail)? {
+            return Err(diff);
         }
     }
     Ok(())
