@@ -12,7 +12,6 @@
 //! own the changelog now) and that it must restore its changelog's tail
 //! before it runs again.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Instant;
 
@@ -80,6 +79,8 @@ pub struct StreamTask {
     pub buffer: WriteBuffer,
     /// When a failed initialisation (a broker not answering) is tried again.
     pub retry_at: Option<Instant>,
+    /// Restored, and rebuilding its derived entries before it runs.
+    pub deriving: bool,
     /// When the checkpoint's time was last renewed.
     pub touched: Instant,
 }
@@ -94,6 +95,7 @@ impl StreamTask {
             store: None,
             buffer: WriteBuffer::new(),
             retry_at: None,
+            deriving: false,
             touched: Instant::now(),
         }
     }
@@ -149,12 +151,11 @@ impl StateStore for TaskStateStore<'_> {
 
 /// Applies restored changelog records to the store of a task of `stage` and
 /// moves its checkpoint to `next`. A stage whose store keeps derived entries
-/// (see [`super::topology::Derived`]) gets those of every group the records
-/// touch rebuilt, in the same atomic batch.
+/// (see [`super::topology::Derived`]) has the groups the records touch marked
+/// for [`derive_pending`], in the same atomic batch.
 pub fn restore_records(
     store: &mut TaskStore,
     stage: Stage,
-    pipeline: &PipelineConfig,
     records: &[ChangelogRecord],
     next: i64,
 ) -> anyhow::Result<()> {
@@ -163,19 +164,47 @@ pub fn restore_records(
         return Ok(store.restore_batch(records, next)?);
     };
     let id = def.store.id;
-    store.restore_batch_deriving(records, next, |overlay, keys| -> anyhow::Result<()> {
-        let owners: BTreeSet<&str> = keys
-            .iter()
-            .filter(|(s, _)| *s == id)
-            .filter_map(|(_, k)| (derived.owner)(k))
-            .collect();
+    store.restore_batch_marking(records, next, |store, key| {
+        (store == id)
+            .then(|| (derived.owner)(key))
+            .flatten()
+            .map(|o| o.as_bytes().to_vec())
+    })?;
+    Ok(())
+}
+
+/// Rebuilds the derived entries of up to `limit` groups a restore marked.
+/// `Ok(true)` when none is left (a stage without derived entries has none).
+pub fn derive_pending(
+    store: &mut TaskStore,
+    stage: Stage,
+    pipeline: &PipelineConfig,
+    limit: usize,
+) -> anyhow::Result<bool> {
+    let def = stage.def();
+    let Some(derived) = &def.derived else {
+        return Ok(true);
+    };
+    let owners = store.pending_derivations(limit)?;
+    if owners.is_empty() {
+        return Ok(true);
+    }
+    let id = def.store.id;
+    store.derive(&owners, |overlay| -> anyhow::Result<()> {
         let mut state = TaskStateStore::new(overlay, id);
-        for owner in owners {
+        for owner in &owners {
+            let owner = std::str::from_utf8(owner).with_context(|| {
+                format!(
+                    "a {} group marked for rebuilding is not UTF-8: {owner:?}",
+                    def.name
+                )
+            })?;
             (derived.rebuild)(pipeline, &mut state, owner)
                 .with_context(|| format!("rebuilding the {} state of {owner:?}", def.name))?;
         }
         Ok(())
-    })
+    })?;
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -298,8 +327,13 @@ mod tests {
         let mut replica = open("replica");
         for chunk in records.chunks(17) {
             let next = chunk.last().expect("non-empty").offset + 1;
-            restore_records(&mut replica, stage, &config, chunk, next).expect("restores");
+            restore_records(&mut replica, stage, chunk, next).expect("restores");
         }
+        assert_eq!(
+            replica.pending_derivations(10).expect("reads"),
+            [b"A".to_vec()]
+        );
+        while !derive_pending(&mut replica, stage, &config, 1).expect("derives") {}
         let all = |s: &TaskStore| s.scan_prefix(def.store.id, &[]).expect("scans");
         assert_eq!(
             all(&replica),

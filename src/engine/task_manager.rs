@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use super::changelog_reader::{transient, ChangelogReader};
 use super::state_manager::{validate, ChangelogFacts, StateDirectory, Verdict};
-use super::task::{restore_records, StreamTask, TaskId, TaskState};
+use super::task::{derive_pending, restore_records, StreamTask, TaskId, TaskState};
 use super::topics::{self, TopicFacts, Topics};
 use super::topology::Stage;
 use super::transaction::{Committed, Transactions};
@@ -429,12 +429,22 @@ impl TaskManager {
             store
                 .touch()
                 .with_context(|| format!("writing the checkpoint of task {id}"))?;
+            let pending = store
+                .pending_derivations(1)
+                .with_context(|| format!("reading the state of task {id}"))?;
+            if !pending.is_empty() {
+                // An earlier restore stopped before rebuilding what it read.
+                task.state = TaskState::Restoring;
+                task.deriving = true;
+                return Ok(Some(false));
+            }
             task.state = TaskState::Running;
             task.touched = Instant::now();
             info!(task = %id, "task running");
             return Ok(Some(true));
         }
         task.state = TaskState::Restoring;
+        task.deriving = false;
         self.reader
             .register(id, &changelog, id.partition, from, end)?;
         Ok(Some(false))
@@ -443,15 +453,15 @@ impl TaskManager {
     /// Moves restoring tasks forward; returns the inputs of those done.
     pub fn restore(&mut self) -> anyhow::Result<Changes> {
         let mut changes = Changes::default();
+        self.derive(&mut changes)?;
         if self.reader.is_idle() {
             return Ok(changes);
         }
         let tasks = &mut self.tasks;
         let metrics = &self.metrics;
-        let pipeline = &self.pipeline;
         let step = self.reader.step(&mut |id, records, next| {
             if let Some(store) = tasks.get_mut(&id).and_then(|t| t.store.as_mut()) {
-                restore_records(store, id.stage, pipeline, records, next)
+                restore_records(store, id.stage, records, next)
                     .with_context(|| format!("restoring the store of task {id}"))?;
                 metrics
                     .restored_records
@@ -462,6 +472,11 @@ impl TaskManager {
         })?;
         for id in step.done {
             if let Some(task) = self.tasks.get_mut(&id) {
+                if id.stage.def().derived.is_some() {
+                    // Running once its derived entries are rebuilt.
+                    task.deriving = true;
+                    continue;
+                }
                 task.state = TaskState::Running;
                 task.touched = Instant::now();
                 info!(task = %id, "task running");
@@ -476,6 +491,44 @@ impl TaskManager {
             }
         }
         Ok(changes)
+    }
+
+    /// Rebuilds derived entries of restored tasks, a chunk of groups at a
+    /// time within a time budget so the loop goes on polling; a task whose
+    /// groups are all rebuilt runs.
+    fn derive(&mut self, changes: &mut Changes) -> anyhow::Result<()> {
+        const GROUPS_PER_CHUNK: usize = 1_000;
+        const BUDGET: Duration = Duration::from_millis(200);
+        let started = Instant::now();
+        for task in self.tasks.values_mut() {
+            if !task.deriving || task.state != TaskState::Restoring {
+                continue;
+            }
+            let Some(store) = task.store.as_mut() else {
+                continue;
+            };
+            loop {
+                let done = derive_pending(store, task.id.stage, &self.pipeline, GROUPS_PER_CHUNK)
+                    .with_context(|| {
+                    format!("rebuilding the derived state of task {}", task.id)
+                })?;
+                if done {
+                    task.deriving = false;
+                    task.state = TaskState::Running;
+                    task.touched = Instant::now();
+                    info!(task = %task.id, "task running");
+                    changes.resume.push((
+                        self.topics.input(task.id.stage).to_owned(),
+                        task.id.partition,
+                    ));
+                    break;
+                }
+                if started.elapsed() >= BUDGET {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies each task's committed writes with the changelog offset the

@@ -14,6 +14,13 @@ use crate::{
 
 const META_CF: &str = "__meta";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// Meta keys `pending/<owner>`: groups whose derived entries a restore has
+/// not rebuilt yet.
+const PENDING_PREFIX: &[u8] = b"pending/";
+
+fn pending_key(owner: &[u8]) -> Vec<u8> {
+    [PENDING_PREFIX, owner].concat()
+}
 
 /// One logical store of a task: its stable id (the changelog key's first
 /// byte) and its column family name.
@@ -293,32 +300,95 @@ impl TaskStore {
         self.write(batch, Some(next_offset))
     }
 
-    /// Like [`TaskStore::restore_batch`], and then `derive` writes what the
-    /// restored entries imply but the changelog does not carry (entries a
-    /// store keeps only locally, rebuilt from the logged ones), reading
-    /// through the restored entries. `derive` gets the (store, key) of every
-    /// record; the records, what `derive` wrote and the checkpoint are one
-    /// atomic batch, so a crash never leaves restored rows without what
-    /// they imply.
-    pub fn restore_batch_deriving<E: From<StateError>>(
+    /// Like [`TaskStore::restore_batch`], for a store that keeps entries it
+    /// derives from its logged ones (and does not log): with the records
+    /// and the checkpoint, one atomic batch marks the groups the records
+    /// touch (as `owner` names them) as waiting for their derived entries to be rebuilt.
+    /// The marks survive a crash or a move of the task, so a restore that
+    /// stops half-way resumes and still rebuilds every group it touched;
+    /// [`TaskStore::pending_derivations`] lists them and
+    /// [`TaskStore::derive`] clears them. Rebuilding once at the end of a
+    /// restore, not after every batch, is what keeps the restore fast: a
+    /// group's rows may be spread over many batches.
+    pub fn restore_batch_marking(
         &mut self,
         records: &[ChangelogRecord],
         next_offset: i64,
-        derive: impl FnOnce(Overlay<'_>, &[(StoreId, Vec<u8>)]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut buffer = WriteBuffer::new();
-        let mut keys = Vec::with_capacity(records.len());
+        owner: impl Fn(StoreId, &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        let mut owners = std::collections::BTreeSet::new();
         for r in records {
             let (id, key) = self.restored_key(r)?;
+            let cf = self.cf(id)?;
             match &r.value {
-                Some(v) => buffer.put(id, key, v),
-                None => buffer.delete(id, key),
+                Some(v) => batch.put_cf(cf, key, v),
+                None => batch.delete_cf(cf, key),
             }
-            keys.push((id, key.to_vec()));
+            if let Some(o) = owner(id, key) {
+                owners.insert(o);
+            }
         }
-        derive(Overlay::new(self, &mut buffer), &keys)?;
-        self.commit(&mut buffer, Some(next_offset))?;
+        let meta = self.meta()?;
+        for owner in owners {
+            batch.put_cf(meta, pending_key(&owner), []);
+        }
+        self.write(batch, Some(next_offset))
+    }
+
+    /// Up to `limit` groups marked by [`TaskStore::restore_batch_marking`]
+    /// whose derived entries are not rebuilt yet, in key order.
+    pub fn pending_derivations(&self, limit: usize) -> Result<Vec<Vec<u8>>, StateError> {
+        let meta = self.meta()?;
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(meta, IteratorMode::From(PENDING_PREFIX, Direction::Forward));
+        for item in iter {
+            let (k, _) = item.map_err(|e| self.rocks(e))?;
+            let Some(owner) = k.strip_prefix(PENDING_PREFIX) else {
+                break;
+            };
+            out.push(owner.to_vec());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the derived entries of `owners`: `derive` writes them,
+    /// reading through its own writes, and those writes and the clearing of
+    /// the owners' marks are one atomic batch (the checkpoint does not move:
+    /// derived entries are not in the changelog).
+    pub fn derive<E: From<StateError>>(
+        &mut self,
+        owners: &[Vec<u8>],
+        derive: impl FnOnce(Overlay<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut buffer = WriteBuffer::new();
+        derive(Overlay::new(self, &mut buffer))?;
+        let mut batch = WriteBatch::default();
+        for (id, key, value) in buffer.entries() {
+            let cf = self.cf(id)?;
+            match value {
+                Some(v) => batch.put_cf(cf, key, v),
+                None => batch.delete_cf(cf, key),
+            }
+        }
+        let meta = self.meta()?;
+        for owner in owners {
+            batch.delete_cf(meta, pending_key(owner));
+        }
+        self.db.write(batch).map_err(|e| self.rocks(e))?;
         Ok(())
+    }
+
+    fn meta(&self) -> Result<&rocksdb::ColumnFamily, StateError> {
+        self.db.cf_handle(META_CF).ok_or(StateError::UnknownStore {
+            path: self.path.clone(),
+            id: u8::MAX,
+        })
     }
 
     /// The store and key of a restored changelog record.
@@ -338,10 +408,7 @@ impl TaskStore {
         if let Some(next) = next_offset {
             checkpoint.next_offset = next;
             checkpoint.written_at_ms = crate::now_ms();
-            let meta = self.db.cf_handle(META_CF).ok_or(StateError::UnknownStore {
-                path: self.path.clone(),
-                id: u8::MAX,
-            })?;
+            let meta = self.meta()?;
             batch.put_cf(meta, CHECKPOINT_KEY, checkpoint.encode());
         }
         self.db.write(batch).map_err(|e| self.rocks(e))?;

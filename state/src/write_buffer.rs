@@ -120,7 +120,7 @@ impl WriteBuffer {
 
     /// The changelog records for the pending writes whose (store, key)
     /// `logged` accepts: a store may keep entries it can rebuild from its
-    /// logged ones (see [`crate::TaskStore::restore_batch_deriving`]).
+    /// logged ones (see [`crate::TaskStore::restore_batch_marking`]).
     pub fn changelog_records_where<'a>(
         &'a self,
         logged: impl Fn(StoreId, &[u8]) -> bool + 'a,

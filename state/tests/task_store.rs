@@ -270,10 +270,10 @@ proptest! {
 }
 
 #[test]
-fn a_deriving_restore_sees_the_restored_entries_and_is_one_batch_with_them() {
+fn a_restore_marks_what_to_derive_and_the_marks_outlive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let res = resources();
-    let (mut store, _) = TaskStore::open(&dir.path().join("d"), changelog(2), SPECS, &res).unwrap();
+    let path = dir.path().join("d");
     let record = |offset: i64, key: &[u8], value: &[u8]| {
         let mut b = WriteBuffer::new();
         b.put(ROWS, key, value);
@@ -284,28 +284,35 @@ fn a_deriving_restore_sees_the_restored_entries_and_is_one_batch_with_them() {
             value: Some(value.to_vec()),
         }
     };
-    // `derive` counts the rows it can read and writes the count locally.
-    let count = |ov: Overlay<'_>, keys: &[(StoreId, Vec<u8>)]| -> Result<(), StateError> {
-        let mut ov = ov;
-        assert!(keys.iter().all(|(s, _)| *s == ROWS));
-        let n = ov.scan_prefix(ROWS, b"row/").unwrap().len();
-        ov.put(COUNTERS, b"rows", n.to_string().as_bytes())
-    };
-    store
-        .restore_batch_deriving(
-            &[record(0, b"row/1", b"a"), record(1, b"row/2", b"b")],
-            2,
-            count,
-        )
-        .unwrap();
-    assert_eq!(
-        store.get(COUNTERS, b"rows").unwrap().as_deref(),
-        Some(&b"2"[..])
-    );
-    assert_eq!(store.checkpoint().next_offset, 2);
-    // A failing `derive` leaves nothing of the batch, not even its rows.
+    // A row `G/n` belongs to group G.
+    let group = |_: StoreId, key: &[u8]| key.split(|b| *b == b'/').next().map(<[u8]>::to_vec);
+    {
+        let (mut store, _) = TaskStore::open(&path, changelog(2), SPECS, &res).unwrap();
+        store
+            .restore_batch_marking(
+                &[record(0, b"A/1", b"a"), record(1, b"B/1", b"b")],
+                2,
+                group,
+            )
+            .unwrap();
+        // The same group marked again by a later batch is one mark.
+        store
+            .restore_batch_marking(&[record(2, b"A/2", b"c")], 3, group)
+            .unwrap();
+        assert_eq!(
+            store.pending_derivations(10).unwrap(),
+            [b"A".to_vec(), b"B".to_vec()]
+        );
+        assert_eq!(store.pending_derivations(1).unwrap(), [b"A".to_vec()]);
+    }
+    // A crash (or the task moving away) before deriving: the marks remain.
+    let (mut store, outcome) = TaskStore::open(&path, changelog(2), SPECS, &res).unwrap();
+    assert_eq!(outcome, OpenOutcome::Resumed { next_offset: 3 });
+    let pending = store.pending_derivations(10).unwrap();
+    assert_eq!(pending.len(), 2);
+    // A failing derivation leaves the marks and writes nothing.
     let err = store
-        .restore_batch_deriving(&[record(2, b"row/3", b"c")], 3, |_, _| {
+        .derive(&pending[..1], |_| {
             Err::<(), StateError>(StateError::UnknownStore {
                 path: dir.path().to_path_buf(),
                 id: 9,
@@ -316,6 +323,23 @@ fn a_deriving_restore_sees_the_restored_entries_and_is_one_batch_with_them() {
         matches!(err, StateError::UnknownStore { id: 9, .. }),
         "{err}"
     );
-    assert_eq!(store.get(ROWS, b"row/3").unwrap(), None);
-    assert_eq!(store.checkpoint().next_offset, 2);
+    assert_eq!(store.pending_derivations(10).unwrap().len(), 2);
+    // Deriving group A reads its rows and writes the count; its mark goes.
+    store
+        .derive(&pending[..1], |ov| -> Result<(), StateError> {
+            let mut ov = ov;
+            let n = ov.scan_prefix(ROWS, b"A/").unwrap().len();
+            ov.put(COUNTERS, b"A", n.to_string().as_bytes())
+        })
+        .unwrap();
+    assert_eq!(
+        store.get(COUNTERS, b"A").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(store.pending_derivations(10).unwrap(), [b"B".to_vec()]);
+    assert_eq!(
+        store.checkpoint().next_offset,
+        3,
+        "the checkpoint does not move"
+    );
 }
