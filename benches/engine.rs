@@ -370,7 +370,8 @@ fn main() -> anyhow::Result<()> {
         std::process::id(),
         nanos() % 1_000_000_000
     );
-    let dir = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().to_path_buf();
 
     let history = history::generate(42, &prefix, (changes / 12).max(100) as u64, changes);
     let sources: Vec<String> = history::Table::ALL
@@ -444,7 +445,7 @@ fn main() -> anyhow::Result<()> {
                     bin,
                     &format!("{prefix}-before{round}"),
                     &prefix,
-                    dir.path(),
+                    &dir,
                     total,
                 )?),
                 (None, true) => {}
@@ -452,7 +453,7 @@ fn main() -> anyhow::Result<()> {
                     this,
                     &format!("{prefix}-app{round}"),
                     &prefix,
-                    dir.path(),
+                    &dir,
                     total,
                 )?),
             }
@@ -568,6 +569,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     delete_topics(&prefix)?;
+    if std::env::var_os("OUTBOUND_BENCH_KEEP").is_some() {
+        // The instances' logs, for a look at where the time went.
+        println!("engine bench: kept {}", tmp.keep().display());
+    }
     Ok(())
 }
 

@@ -82,7 +82,13 @@ impl ChangelogReader {
         // fetch.wait.max.ms (500 ms by default) at the broker, holding
         // back partitions assigned meanwhile: restores are bursts of
         // reads, so keep the long poll short.
-        .set("fetch.wait.max.ms", "10");
+        .set("fetch.wait.max.ms", "10")
+        // librdkafka checks queued.min.messages and
+        // queued.max.messages.kbytes against the consumer's one queue (every
+        // partition forwards to it), and a partition over them is not fetched
+        // again for fetch.queue.backoff.ms, 1 s by default: a small
+        // changelog restored beside big ones finished a second late.
+        .set("fetch.queue.backoff.ms", "10");
         for (k, v) in &config.kafka.properties {
             cc.set(k, v);
         }

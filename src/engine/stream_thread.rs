@@ -211,6 +211,12 @@ impl StreamThread {
             // Bound the prefetch so a backlog on one stage's input does not hide
             // another stage's records behind tens of megabytes of queue.
             .set("queued.max.messages.kbytes", "8192")
+            // librdkafka checks that bound (and queued.min.messages) against
+            // the consumer's one queue, which every partition forwards to,
+            // and a partition over it is not fetched again for
+            // fetch.queue.backoff.ms, 1 s by default: on a backlog the loop
+            // would drain the queue and then wait the rest of that second.
+            .set("fetch.queue.backoff.ms", "20")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             // Consumer lag (outbound_consumer_lag_records) comes from these statistics.
