@@ -21,6 +21,7 @@ pub mod partitioner;
 pub mod processors;
 pub mod purge;
 pub mod record_collector;
+mod stall;
 pub mod state_manager;
 pub mod stream_thread;
 pub mod task;

@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 
 use super::librdkafka::{set_producing_paused, QueueWaker};
 use super::record_collector::Record;
+use super::stall::{Action, StallGuard};
 use crate::config::Config;
 
 /// The producer's `message.max.bytes`: room for the largest dead letter.
@@ -461,42 +462,38 @@ impl Transactions {
     /// commit, and a poll of less than a few milliseconds is a busy spin (see
     /// `serve_reports`): this waits on the queue's wake-up instead.
     ///
-    /// When no delivery report has come for `STALLED`, the transaction's
-    /// partitions are paused until one comes: librdkafka's broker thread
-    /// spins on a partition that has its five idempotent requests in flight
-    /// and more records ready (it keeps setting its wake-up to the ready
-    /// batch it may not send), a core for as long as the broker is silent.
+    /// While no delivery report comes, the transaction's partitions are
+    /// paused, and probed now and then ([`super::stall`]): librdkafka's
+    /// broker thread spins a core on a partition that has its five
+    /// idempotent requests in flight and more records ready, for as long as
+    /// the broker is silent.
     fn flush(&self, deadline: Instant) -> Result<(), TxnError> {
-        let mut last = self.producer.in_flight_count();
-        let mut progressed = Instant::now();
-        let mut paused = false;
+        let undelivered = || self.producer.in_flight_count().max(0) as u64;
+        let mut guard = StallGuard::new(undelivered(), Instant::now());
         let result = loop {
-            let in_flight = self.producer.in_flight_count();
+            let in_flight = undelivered();
             if in_flight == 0 {
                 break Ok(());
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 break Err(TxnError::Aborted(format!(
                     "{in_flight} records still undelivered when the commit's time ran out",
                 )));
             }
-            if in_flight < last {
-                progressed = Instant::now();
-                if paused {
-                    paused = !self.pause_sends(false);
+            if let Some(action) = guard.observe(in_flight, now) {
+                if self.pause_sends(action == Action::Pause) {
+                    guard.done(action, Instant::now());
                 }
-            } else if !paused && progressed.elapsed() >= STALLED {
-                paused = self.pause_sends(true);
             }
-            last = in_flight;
-            if !paused {
+            if !guard.is_paused() {
                 // A zero-timeout flush skips linger.ms for what is queued
                 // now; its TimedOut result only says records are in flight.
                 let _ = self.producer.flush(Duration::ZERO);
             }
             self.serve_reports(remaining(deadline).min(FLUSH_WAIT));
         };
-        if paused {
+        if guard.is_paused() {
             self.pause_sends(false);
         }
         result
@@ -596,9 +593,6 @@ const ABORT_AT_LEAST: Duration = Duration::from_secs(5);
 /// Longest wait for a delivery report before the flush looks again (the
 /// wake-up normally ends it sooner).
 const FLUSH_WAIT: Duration = Duration::from_millis(100);
-/// How long a flush goes without any delivery report before it pauses the
-/// transaction's partitions (a broker that answers takes milliseconds).
-const STALLED: Duration = Duration::from_millis(500);
 
 fn remaining(deadline: Instant) -> Duration {
     deadline
