@@ -242,6 +242,8 @@ struct Fold {
     /// Milliseconds from each record's timestamp to its arrival, for records
     /// whose timestamp is at least `latency_from`.
     latencies: Vec<i64>,
+    /// The same, per output topic (details, rollups).
+    latencies_by_topic: [Vec<i64>; 2],
 }
 
 struct Reader {
@@ -288,6 +290,7 @@ impl Reader {
                 if let (Some(from), Some(ts)) = (latency_from, m.timestamp().to_millis()) {
                     if ts >= from {
                         fold.latencies.push(now_ms - ts);
+                        fold.latencies_by_topic[topic].push(now_ms - ts);
                     }
                 }
                 match m.payload() {
@@ -1046,8 +1049,23 @@ fn latency(
         std::thread::sleep(Duration::from_millis(50));
     }
     proc.stop()?;
-    let mut lat = reader.finish()?.latencies;
+    let fold = reader.finish()?;
+    let mut lat = fold.latencies;
     lat.sort_unstable();
+    for (name, mut l) in ["details", "rollups"]
+        .into_iter()
+        .zip(fold.latencies_by_topic)
+    {
+        l.sort_unstable();
+        println!(
+            "{}: {name} latency p50/p99/p999 {:.0}/{:.0}/{:.0} ms ({} records)",
+            system.name(),
+            percentile(&l, 0.50),
+            percentile(&l, 0.99),
+            percentile(&l, 0.999),
+            l.len()
+        );
+    }
     Ok(Latency {
         rate: (sent - sent_before) as f64 / sent_for.as_secs_f64().max(1e-9),
         sent: sent - sent_before,
@@ -1058,6 +1076,26 @@ fn latency(
         p999: percentile(&lat, 0.999),
         max: lat.last().copied().unwrap_or_default() as f64,
     })
+}
+
+/// The source records of a latency run: enough for the warm-up and the
+/// measured seconds at `rate`.
+fn latency_records(
+    run: &str,
+    skew: f64,
+    rate: f64,
+    warmup_secs: f64,
+    latency_secs: f64,
+) -> Vec<SourceRecord> {
+    let n = ((warmup_secs + latency_secs) * rate).ceil() as usize;
+    // Every change renders at least one record: n changes are enough.
+    let mut g = Generator::new(7, &format!("{run}-lat"), (n / 12).max(100) as u64).with_skew(skew);
+    for _ in 0..n {
+        g.step();
+    }
+    let mut records = g.finish().records;
+    records.truncate(n);
+    records
 }
 
 /// The envelope of a `{"schema":…,"payload":…}` record, alone.
@@ -1096,6 +1134,44 @@ fn main() -> anyhow::Result<()> {
     let dir = state_dirs.path();
     let logs = bench_dir()?.join(format!("logs-{run}"));
     std::fs::create_dir_all(&logs)?;
+
+    // A latency run alone (OUTBOUND_BENCH_ONLY=latency, or latency-outbound
+    // for outbound alone) at OUTBOUND_BENCH_RATE records/s: to try settings.
+    if let Some(which) = std::env::var("OUTBOUND_BENCH_ONLY")
+        .ok()
+        .filter(|o| o.starts_with("latency"))
+    {
+        let rate: f64 = env_num("OUTBOUND_BENCH_RATE", 6000.0)?;
+        let systems: &[System] = if which == "latency-outbound" {
+            &[System::Outbound]
+        } else {
+            &[System::Outbound, System::KafkaStreams]
+        };
+        let records = latency_records(&run, skew, rate, warmup_secs, latency_secs);
+        for &system in systems {
+            let l = latency(
+                system,
+                &cp,
+                &run,
+                dir,
+                &logs,
+                &records,
+                rate,
+                (warmup_secs * rate) as usize,
+            )?;
+            println!(
+                "{}: latency at {:.0} records/s: p50/p99/p999/max {:.0}/{:.0}/{:.0}/{:.0} ms",
+                system.name(),
+                l.rate,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
+            );
+        }
+        delete_topics(&run)?;
+        return Ok(());
+    }
 
     // The backlog both systems process.
     let orders = (changes / 12).max(100) as u64;
@@ -1176,16 +1252,8 @@ fn main() -> anyhow::Result<()> {
     let mut lat = BTreeMap::new();
     let rate = 0.5 * ob.0.records_per_s.min(ks.0.records_per_s);
     if latency_secs > 0.0 {
-        let n = ((warmup_secs + latency_secs) * rate).ceil() as usize;
         let warmup = (warmup_secs * rate) as usize;
-        // Every change renders at least one record: n changes are enough.
-        let mut g =
-            Generator::new(7, &format!("{run}-lat"), (n / 12).max(100) as u64).with_skew(skew);
-        for _ in 0..n {
-            g.step();
-        }
-        let mut records = g.finish().records;
-        records.truncate(n);
+        let records = latency_records(&run, skew, rate, warmup_secs, latency_secs);
         for system in [System::Outbound, System::KafkaStreams] {
             println!(
                 "{}: latency at {rate:.0} records/s for {latency_secs} s (after a warm-up of {warmup_secs} s or more)…",
