@@ -29,7 +29,10 @@
 //! `schemas.enable=false` writes them), KSTREAMS_JAVA_OPTS (-Xmx1g),
 //! OUTBOUND_TEST_BOOTSTRAP (127.0.0.1:9092), OUTBOUND_BENCH_PROFILE (`cpu` or
 //! `offcpu`: `perf record` attached to outbound's throughput run),
-//! OUTBOUND_BENCH_ONLY=outbound (outbound's throughput run alone, to profile).
+//! OUTBOUND_BENCH_ONLY=outbound (outbound's throughput run alone, to profile),
+//! `latency` (both latency runs alone) or `latency-outbound`, at
+//! OUTBOUND_BENCH_RATE records/s (6000); OUTBOUND_BENCH_LOG (outbound's
+//! RUST_LOG, `info,rdkafka=warn`).
 //! outbound's own `OUTBOUND_*` settings pass through to it (e.g.
 //! OUTBOUND_STREAM_THREADS=2). Needs `stack/stack.sh up kafka`,
 //! Java 17 and Maven (the baseline is built by benches/kafka-streams/build.sh).
@@ -461,7 +464,11 @@ impl Proc {
                 .arg(state)
                 .env("OUTBOUND_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
                 .env("OUTBOUND_SINK__IN_RUN", "false")
-                .env("RUST_LOG", "info,rdkafka=warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("OUTBOUND_BENCH_LOG")
+                        .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+                )
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::from(file.try_clone()?))
                 .stderr(Stdio::from(file))

@@ -395,7 +395,9 @@ impl Transactions {
         }
         // Flushing serves every delivery report, so failures and changelog
         // offsets are known before the commit decision.
+        let sent_at = Instant::now();
         self.flush(deadline)?;
+        let flushed_at = Instant::now();
         {
             // A copy: the refresh below must not hold the reports' lock.
             let failures = self
@@ -439,9 +441,20 @@ impl Transactions {
                 .send_offsets_to_transaction(offsets, group, remaining(deadline))
                 .map_err(|e| self.classify(e))?;
         }
+        let offsets_at = Instant::now();
         loop {
             match self.producer.commit_transaction(remaining(deadline)) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    debug!(
+                        records = records.len(),
+                        changelog = changelog.len(),
+                        flush_ms = (flushed_at - sent_at).as_secs_f64() * 1e3,
+                        offsets_ms = (offsets_at - flushed_at).as_secs_f64() * 1e3,
+                        end_ms = offsets_at.elapsed().as_secs_f64() * 1e3,
+                        "transaction committed"
+                    );
+                    return Ok(());
+                }
                 Err(KafkaError::Transaction(t))
                     if t.is_retriable() && Instant::now() < deadline =>
                 {
