@@ -14,10 +14,14 @@
 #                    the Kubernetes API schemas it ships (PyPI, in a venv
 #                    under the cache dir, linked as <cache>/bin/kubernetes-validate)
 #   openssl          the stack's secured components make their certificates
+#   python3          scripts/run-tests.py, the suite's runner
+#   ip, nft          scripts/isolated.sh: the runner gives the tests that stop
+#                    stack components a private stack in a network namespace
+#                    (without them it runs those tests alone, after the rest)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 source "$repo/stack/lib.sh"
-apt_install test docker-compose prometheus mariadb-client curl jq openssl python3-venv
+apt_install test docker-compose prometheus mariadb-client curl jq openssl python3-venv iproute2 nftables
 # kubernetes-validate from PyPI, pinned, in its own venv (Debian's Python is
 # externally managed).
 k8s_validate_version=1.37.0
@@ -36,7 +40,7 @@ command -v mvn >/dev/null || apt_install test maven
 command -v java >/dev/null || apt_install test openjdk-17-jdk-headless
 
 missing=()
-for tool in docker-compose promtool mariadb curl jq java mvn cargo openssl "$k8s_venv/bin/kubernetes-validate"; do
+for tool in docker-compose promtool mariadb curl jq java mvn cargo openssl python3 "$k8s_venv/bin/kubernetes-validate"; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 cargo fmt --version >/dev/null 2>&1 || missing+=("rustfmt (rustup component add rustfmt)")

@@ -49,10 +49,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "building the tests"
 cargo test --workspace --locked --no-run
+# Doc tests need no stack: run them while it comes up.
+cargo test --workspace --locked --doc
 
 step "waiting for the local stack"
 wait_stack
 
-step "tests"
-cargo test --workspace --locked --no-fail-fast
+step "tests (several binaries at a time: scripts/run-tests.py)"
+scripts/run-tests.py --locked
 step "done"

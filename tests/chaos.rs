@@ -16,6 +16,9 @@
 //! search node of the stack it runs on (OUTBOUND_STACK_DIR): its own test
 //! binary, and during development a private stack (scripts/isolated.sh).
 
+// test-runner: exclusive — stops or freezes a component of the shared
+// stack, so scripts/run-tests.py runs this binary alone.
+
 mod chaos_support;
 mod common;
 mod source_tables;

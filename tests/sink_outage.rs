@@ -7,6 +7,9 @@
 //!
 //! Needs `stack/stack.sh up kafka opensearch`. Restarts the opensearch
 //! component of the local stack (other tests using it see a short outage).
+
+// test-runner: exclusive — stops or freezes a component of the shared
+// stack, so scripts/run-tests.py runs this binary alone.
 #![allow(clippy::type_complexity, clippy::field_reassign_with_default)] // test code: tuples and configs built field by field read best here
 
 mod sink_support;

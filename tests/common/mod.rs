@@ -793,16 +793,36 @@ pub fn stack_component(name: &str) -> (PathBuf, BTreeMap<String, String>) {
     (dir, vars)
 }
 
-/// The tests of one binary that each run instances under load: run
-/// concurrently on a two-core machine beside the stack, they starve each
-/// other (and the broker) past their deadlines. Each holds this for its
-/// whole run.
+/// The tests that each run instances under load: run concurrently on a
+/// two-core machine beside the stack, they starve each other (and the
+/// broker) past their deadlines. Each holds this for its whole run. A mutex
+/// orders the tests of one binary; a lock file in the target dir orders them
+/// across binaries, which scripts/run-tests.py runs several at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
+pub struct OneAtATime {
+    _file: std::fs::File,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+pub fn one_at_a_time() -> OneAtATime {
+    let guard = ONE_AT_A_TIME
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("one-at-a-time.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening the lock file {}: {e}", path.display()));
+    // Released when the file is closed, also if the test process dies.
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    OneAtATime {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// GET `http://{addr}{path}`: (status, body), any status.

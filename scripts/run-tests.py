@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Runs every test binary of the workspace against the local stack, several
+at a time.
+
+Most integration tests wait on the stack (a rebalance, a commit, a search
+node refresh) far more than they compute, so run one after another they
+leave the machine idle: the suite took ~20 min serially on two cores. Here
+the test binaries `cargo test --no-run` built run as separate processes,
+`OUTBOUND_TEST_JOBS` (3 by default) at once, longest first (durations from
+the previous run, kept in the target dir). The binaries that disrupt the
+stack they run on (stop the broker, the search node, Connect) would fail
+whatever runs beside them: they run one after another on a private stack in
+a network namespace of its own (scripts/isolated.sh), brought up here and
+torn down at the end, at the same time as the rest. Where no namespace can
+be made (not root, no `ip`/`nft`, or OUTBOUND_TEST_ISOLATE=0) they run on the
+shared stack instead, alone, after the rest.
+
+A test file marks itself as disruptive with a line `// test-runner:
+exclusive`; inside a binary, tests that run instances under load still
+serialize on `common::one_at_a_time()`, which also holds a lock file shared
+by every binary, so two such tests never overlap even from different
+binaries.
+
+Usage: scripts/run-tests.py [cargo test flags, e.g. --locked]
+Each binary's output goes to <target>/test-logs/<name>.log; a failing
+binary's log tail is printed, and the exit status is non-zero if any failed
+or timed out (OUTBOUND_TEST_TIMEOUT_SECS per binary, 1500 by default).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MARKER = "// test-runner: exclusive"
+
+
+def target_dir() -> Path:
+    meta = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    )
+    return Path(json.loads(meta.stdout)["target_directory"])
+
+
+def build(cargo_flags):
+    """Builds every test binary; returns them as dicts (name, exe, cwd, src)."""
+    cmd = ["cargo", "test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"]
+    proc = subprocess.run(cmd + cargo_flags, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"run-tests: `{' '.join(cmd + cargo_flags)}` failed ({proc.returncode})")
+    binaries = []
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+            continue
+        if not msg["profile"]["test"]:
+            continue
+        t = msg["target"]
+        package = msg["package_id"].split("#")[0].rstrip("/").split("/")[-1]
+        kind = t["kind"][0]
+        name = t["name"] if kind == "test" else f"{package}:{kind}:{t['name']}"
+        binaries.append({
+            "name": name,
+            "exe": msg["executable"],
+            # cargo test runs each binary in its package's directory.
+            "cwd": str(Path(msg["manifest_path"]).parent),
+            "src": t["src_path"],
+        })
+    return binaries
+
+
+def exclusive(binary) -> bool:
+    try:
+        return MARKER in Path(binary["src"]).read_text()
+    except OSError:
+        return False
+
+
+NAMESPACE = "outbound-tests"
+
+
+class PrivateStack:
+    """The local stack (stack/stack.sh up) inside network namespace
+    NAMESPACE, its state under the target dir."""
+
+    def __init__(self, target: Path, logs: Path):
+        self.dir = target / "tmp" / "exclusive-stack"
+        self.log = logs / "exclusive-stack.log"
+
+    def prefix(self):
+        return [str(REPO / "scripts/isolated.sh"), NAMESPACE, "env",
+                f"OUTBOUND_STACK_DIR={self.dir}"]
+
+    def up(self) -> bool:
+        # A stack left by a run that was killed is stopped first: its data
+        # would carry the earlier run's topics.
+        self.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        # What the disruptive tests use: no Prometheus, no secured components.
+        up = [str(REPO / "stack/stack.sh"), "up", "mariadb", "kafka", "connect", "opensearch"]
+        with open(self.log, "a") as log:
+            return subprocess.run(self.prefix() + up,
+                                  cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+
+    def down(self):
+        with open(self.log, "a") as log:
+            subprocess.run(self.prefix() + [str(REPO / "stack/stack.sh"), "down"],
+                           cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.run([str(REPO / "scripts/isolated.sh"), "--delete", NAMESPACE],
+                           cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def can_isolate() -> bool:
+    if os.environ.get("OUTBOUND_TEST_ISOLATE", "1") == "0" or os.geteuid() != 0:
+        return False
+    return all(shutil.which(t) for t in ("ip", "nft"))
+
+
+class Runner:
+    def __init__(self, logs: Path, timeout: float, durations: dict):
+        self.logs = logs
+        self.timeout = timeout
+        self.durations = durations
+        self.failed = []
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def say(self, text: str):
+        with self.lock:
+            elapsed = int(time.monotonic() - self.t0)
+            print(f"[{elapsed // 60}m{elapsed % 60:02d}s] {text}", flush=True)
+
+    def run(self, b, prefix=()):
+        log_path = self.logs / f"{b['name'].replace(':', '-')}.log"
+        where = " (private stack)" if prefix else ""
+        self.say(f"start  {b['name']}{where}")
+        started = time.monotonic()
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                list(prefix) + [b["exe"]], cwd=b["cwd"], stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                status = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                status = None
+        took = time.monotonic() - started
+        self.durations[b["name"]] = took
+        text = log_path.read_text(errors="replace")
+        summary = next(
+            (l for l in reversed(text.splitlines()) if l.startswith("test result:")), ""
+        )
+        if status == 0:
+            self.say(f"ok     {b['name']}{where} ({took:.0f} s) {summary}")
+            return
+        why = "timed out" if status is None else f"exit status {status}"
+        with self.lock:
+            self.failed.append(b["name"])
+            tail = "\n".join(text.splitlines()[-150:])
+            print(f"\n---- FAILED {b['name']} ({why}, {took:.0f} s); log {log_path}\n{tail}\n----\n",
+                  flush=True)
+
+    def run_alone(self, binaries, stack: PrivateStack):
+        """Brings up the private stack, runs `binaries` on it one at a time,
+        tears it down; False if the stack would not come up (nothing run)."""
+        self.say(f"private stack for {', '.join(b['name'] for b in binaries)}: "
+                 f"starting (log {stack.log})")
+        try:
+            if not stack.up():
+                self.say(f"private stack did not come up (log {stack.log}); "
+                         "those binaries run on the shared stack, after the rest")
+                return False
+            self.say("private stack: up")
+            for b in sorted(binaries, key=lambda b: -self.durations.get(b["name"], 0.0)):
+                self.run(b, stack.prefix())
+            return True
+        finally:
+            stack.down()
+
+    def run_parallel(self, binaries, jobs: int):
+        queue = sorted(binaries, key=lambda b: -self.durations.get(b["name"], 0.0))
+        take = threading.Lock()
+
+        def worker():
+            while True:
+                with take:
+                    if not queue:
+                        return
+                    b = queue.pop(0)
+                self.run(b)
+
+        threads = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def main():
+    cargo_flags = sys.argv[1:]
+    jobs = int(os.environ.get("OUTBOUND_TEST_JOBS", "3"))
+    timeout = float(os.environ.get("OUTBOUND_TEST_TIMEOUT_SECS", "1500"))
+    target = target_dir()
+    logs = target / "test-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    durations_path = target / "test-durations.json"
+    try:
+        durations = json.loads(durations_path.read_text())
+    except (OSError, ValueError):
+        durations = {}
+
+    binaries = build(cargo_flags)
+    alone = [b for b in binaries if exclusive(b)]
+    shared = [b for b in binaries if not exclusive(b)]
+    runner = Runner(logs, timeout, durations)
+    runner.say(f"{len(shared)} test binaries, {jobs} at a time; {len(alone)} alone: "
+               + ", ".join(b["name"] for b in alone))
+    isolated = {}
+    side = None
+    if alone and can_isolate():
+        stack = PrivateStack(target, logs)
+        side = threading.Thread(
+            target=lambda: isolated.update(ok=runner.run_alone(alone, stack)))
+        side.start()
+    runner.run_parallel(shared, jobs)
+    if side:
+        side.join()
+    if not isolated.get("ok"):
+        runner.run_parallel(alone, 1)
+    durations_path.write_text(json.dumps(durations, indent=1, sort_keys=True))
+
+    if runner.failed:
+        print(f"run-tests: {len(runner.failed)} test binaries failed: {', '.join(runner.failed)}")
+        sys.exit(1)
+    runner.say(f"all {len(binaries)} test binaries passed")
+
+
+if __name__ == "__main__":
+    main()
