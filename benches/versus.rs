@@ -1004,7 +1004,7 @@ fn latency(
         let r = &records[warmed % warmup.max(1)];
         send_one(r, &mut sent)?;
         warmed += 1;
-        if warmed % 1000 == 0 {
+        if warmed.is_multiple_of(1000) {
             proc.check_alive("warming up")?;
         }
         if warmed < warmup || last_check.elapsed() < Duration::from_millis(500) {

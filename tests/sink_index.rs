@@ -35,7 +35,7 @@ fn ts(rfc3339: &str) -> Timestamp {
 }
 
 pub fn detail_doc(id: u32, version: u32) -> OrderItemDoc {
-    let shipped = id % 3 != 0;
+    let shipped = !id.is_multiple_of(3);
     let day = NaiveDate::from_ymd_opt(2024, 5, 1 + (id % 4)).unwrap();
     let order_id = format!("o{}", id / 2);
     OrderItemDoc {
@@ -59,7 +59,7 @@ pub fn detail_doc(id: u32, version: u32) -> OrderItemDoc {
             created_at: Some(ts("2024-04-30T10:00:00.123456Z")),
             updated_at: Some(ts(&format!("2024-05-{:02}T11:00:00.000000Z", 1 + version))),
         },
-        order: (id % 5 != 0).then(|| OrderFields {
+        order: (!id.is_multiple_of(5)).then(|| OrderFields {
             id: order_id.clone(),
             order_value: Some(Decimal::new(100_050 + 100 * i64::from(id), 2)),
             currency: Some("INR".into()),
@@ -77,7 +77,7 @@ pub fn detail_doc(id: u32, version: u32) -> OrderItemDoc {
             created_at: Some(ts(&format!("{day}T00:04:05.000000Z"))),
             updated_at: None,
         }),
-        data_quality: if id % 7 == 0 {
+        data_quality: if id.is_multiple_of(7) {
             vec![DataQuality {
                 field: "order.order_value".into(),
                 raw: Some("Rs abc".into()),

@@ -285,7 +285,7 @@ impl Delivery {
                     }
                 },
             };
-            if waits == 0 || waits % 10 == 0 {
+            if waits == 0 || waits.is_multiple_of(10) {
                 warn!(batch = batch_id, attempt = waits, "{failure}");
             }
             let delay = self.backoff.delay(waits, rand::random());

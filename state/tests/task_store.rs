@@ -220,7 +220,11 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn key(k: u8) -> Vec<u8> {
     // Two prefixes so scans have neighbours to exclude.
-    format!("{}/{k:03}", if k % 2 == 0 { "even" } else { "odd" }).into_bytes()
+    format!(
+        "{}/{k:03}",
+        if k.is_multiple_of(2) { "even" } else { "odd" }
+    )
+    .into_bytes()
 }
 
 proptest! {
