@@ -85,7 +85,9 @@ def exclusive(binary) -> bool:
         return False
 
 
-NAMESPACE = "outbound-tests"
+# Namespaces are machine-wide: one per run, so runs in different clones (or
+# in scripts/fresh-check.sh's namespace) do not tear down each other's.
+NAMESPACE = f"tests{os.getpid()}"
 
 
 class PrivateStack:
@@ -93,7 +95,7 @@ class PrivateStack:
     NAMESPACE, its state under the target dir."""
 
     def __init__(self, target: Path, logs: Path):
-        self.dir = target / "tmp" / "exclusive-stack"
+        self.dir = target / "tmp" / f"stack-{NAMESPACE}"
         self.log = logs / "exclusive-stack.log"
 
     def prefix(self):
@@ -101,10 +103,6 @@ class PrivateStack:
                 f"OUTBOUND_STACK_DIR={self.dir}"]
 
     def up(self) -> bool:
-        # A stack left by a run that was killed is stopped first: its data
-        # would carry the earlier run's topics.
-        self.down()
-        shutil.rmtree(self.dir, ignore_errors=True)
         # What the disruptive tests use: no Prometheus, no secured components.
         up = [str(REPO / "stack/stack.sh"), "up", "mariadb", "kafka", "connect", "opensearch"]
         with open(self.log, "a") as log:
@@ -117,6 +115,7 @@ class PrivateStack:
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
             subprocess.run([str(REPO / "scripts/isolated.sh"), "--delete", NAMESPACE],
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def can_isolate() -> bool:

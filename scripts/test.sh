@@ -4,7 +4,8 @@
 # the local stack (Kafka, MariaDB + Debezium, the search node, Prometheus —
 # installed from apt and Maven Central on first use) while the code is
 # linted and the tests are built, then runs every test of the workspace
-# against the stack.
+# against the stack (scripts/run-tests.py: several binaries at a time, the
+# ones that stop stack components on a private stack beside them).
 #
 # From nothing on two cores: about 15 min (apt, Maven downloads and a first
 # build); with the caches warm (~/.cache/outbound, ~/.m2): the test run itself.
