@@ -22,6 +22,7 @@ by every binary, so two such tests never overlap even from different
 binaries.
 
 Usage: scripts/run-tests.py [cargo test flags, e.g. --locked]
+OUTBOUND_TEST_ONLY=chaos,engine_fencing runs only the binaries named.
 Each binary's output goes to <target>/test-logs/<name>.log; a failing
 binary's log tail is printed, and the exit status is non-zero if any failed
 or timed out (OUTBOUND_TEST_TIMEOUT_SECS per binary, 1500 by default).
@@ -219,6 +220,9 @@ def main():
         durations = {}
 
     binaries = build(cargo_flags)
+    only = [n for n in os.environ.get("OUTBOUND_TEST_ONLY", "").split(",") if n]
+    if only:
+        binaries = [b for b in binaries if b["name"] in only]
     alone = [b for b in binaries if exclusive(b)]
     shared = [b for b in binaries if not exclusive(b)]
     runner = Runner(logs, timeout, durations)

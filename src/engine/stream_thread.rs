@@ -41,7 +41,7 @@ use super::task::TaskState;
 use super::task_manager::{Changes, Partition, TaskManager};
 use super::topics::{self, Topics};
 use super::topology::{Output, Stage, SOURCE};
-use super::transaction::{Transactions, TxnError, PRODUCER_MAX_BYTES};
+use super::transaction::{fenced_by_twin, Transactions, TxnError, PRODUCER_MAX_BYTES};
 use crate::config::Config;
 use crate::metrics::{Metrics, ThreadStatus};
 use crate::shutdown::Shutdown;
@@ -682,10 +682,13 @@ impl StreamThread {
             .inc();
         let txn_timeout = Duration::from_millis(self.config.kafka.transaction_timeout_ms);
         match &e {
-            TxnError::Fenced { open_for, .. } if *open_for < txn_timeout.mul_f64(0.9) => {
-                // Our transaction was young: the coordinator did not time it
-                // out. Another producer initialised our transactional id —
-                // a newer process with our instance id. The newer one wins.
+            TxnError::Fenced {
+                open_for,
+                trouble_ago,
+                ..
+            } if fenced_by_twin(*open_for, *trouble_ago, txn_timeout) => {
+                // Another producer initialised our transactional id — a
+                // newer process with our instance id. The newer one wins.
                 anyhow::bail!(
                     "another process took over transactional id `{}` (is a second instance running with \
                      instance id `{}`?); this one stops and leaves its tasks to it: {e}",

@@ -46,9 +46,20 @@ struct Deliveries {
 
 pub struct TxnContext {
     deliveries: Arc<Mutex<Deliveries>>,
+    /// When librdkafka last reported trouble reaching the cluster (a broker
+    /// down, a request timed out): a fence soon after may be the
+    /// coordinator's doing rather than a second producer's.
+    trouble_at: Arc<Mutex<Option<Instant>>>,
 }
 
-impl ClientContext for TxnContext {}
+impl ClientContext for TxnContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !error.rdkafka_error_code().is_some_and(fenced) {
+            *self.trouble_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+}
 
 impl ProducerContext for TxnContext {
     /// 0: not a changelog record; n: the changelog registered in slot n − 1.
@@ -90,9 +101,14 @@ pub enum TxnError {
     /// The producer was fenced: another producer initialised our
     /// transactional id, or the coordinator aborted our transaction after it
     /// outlived `transaction.timeout.ms`. `open_for`: how long our
-    /// transaction had been open (0 when none was).
+    /// transaction had been open (0 when none was); `trouble_ago`: how long
+    /// ago the producer last had trouble reaching the cluster, if ever.
     #[error("transactional producer fenced after its transaction was open {open_for:?}: {reason}")]
-    Fenced { open_for: Duration, reason: String },
+    Fenced {
+        open_for: Duration,
+        trouble_ago: Option<Duration>,
+        reason: String,
+    },
     /// The producer cannot go on (a fatal idempotence error, a commit whose
     /// outcome is unknown).
     #[error("transactional producer failed for good: {0}")]
@@ -113,6 +129,7 @@ pub struct Transactions {
     waker: QueueWaker,
     producer: BaseProducer<TxnContext>,
     deliveries: Arc<Mutex<Deliveries>>,
+    trouble_at: Arc<Mutex<Option<Instant>>>,
     /// (topic, partition) of each registered changelog slot.
     changelogs: Vec<(String, i32)>,
     slots: HashMap<(String, i32), usize>,
@@ -138,8 +155,10 @@ impl Transactions {
     /// incarnation of this transactional id and aborting its open transaction.
     pub fn new(config: &Config, transactional_id: &str) -> anyhow::Result<Self> {
         let deliveries = Arc::new(Mutex::new(Deliveries::default()));
+        let trouble_at = Arc::new(Mutex::new(None));
         let context = TxnContext {
             deliveries: deliveries.clone(),
+            trouble_at: trouble_at.clone(),
         };
         let mut cc = config.client_config();
         cc.set("transactional.id", transactional_id)
@@ -173,6 +192,7 @@ impl Transactions {
             waker: QueueWaker::on_main_queue(producer.client()),
             producer,
             deliveries,
+            trouble_at,
             changelogs: Vec::new(),
             slots: HashMap::new(),
             open_since: None,
@@ -206,11 +226,24 @@ impl Transactions {
         match &e {
             KafkaError::Transaction(t) if fenced(t.code()) => TxnError::Fenced {
                 open_for: self.open_for(),
+                // Serve the error events queued before the fence, so a
+                // broker that went away a moment ago is known.
+                trouble_ago: self.trouble_ago(),
                 reason: e.to_string(),
             },
             KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal(e.to_string()),
             _ => TxnError::Aborted(e.to_string()),
         }
+    }
+
+    /// How long ago the producer last had trouble reaching the cluster,
+    /// after serving its queued events (errors, delivery reports).
+    fn trouble_ago(&self) -> Option<Duration> {
+        self.producer.poll(Duration::ZERO);
+        self.trouble_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
     }
 
     /// Begins a transaction.
@@ -625,6 +658,23 @@ fn fenced(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Whether a fence can only be another producer that initialised our
+/// transactional id. The coordinator fences us itself when it aborts a
+/// transaction of ours past `transaction.timeout.ms` (a stall), and after a
+/// broker restart or a coordinator move it may abort one whose end it never
+/// saw and bump our epoch, so that our next, young transaction is refused.
+/// So: only a young transaction, with the cluster reachable for a whole
+/// transaction timeout before, means a twin. Otherwise the thread recovers
+/// with a new producer — which fences a twin in turn, if there is one; the
+/// first fence once the cluster is steady makes one of them stop.
+pub fn fenced_by_twin(
+    open_for: Duration,
+    trouble_ago: Option<Duration>,
+    txn_timeout: Duration,
+) -> bool {
+    open_for < txn_timeout.mul_f64(0.9) && trouble_ago.is_none_or(|ago| ago > txn_timeout)
+}
+
 /// Errors a retry cannot fix: the record itself, or our rights on the topic.
 fn refused_for_good(code: RDKafkaErrorCode) -> bool {
     matches!(
@@ -637,4 +687,43 @@ fn refused_for_good(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::ClusterAuthorizationFailed
             | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_young_transaction_fenced_on_a_steady_cluster_means_a_twin() {
+        assert!(fenced_by_twin(Duration::from_millis(5), None, TIMEOUT));
+        assert!(fenced_by_twin(
+            Duration::from_millis(5),
+            Some(Duration::from_secs(60)),
+            TIMEOUT
+        ));
+    }
+
+    #[test]
+    fn a_transaction_past_its_timeout_was_fenced_by_the_coordinator() {
+        assert!(!fenced_by_twin(Duration::from_secs(12), None, TIMEOUT));
+        assert!(!fenced_by_twin(Duration::from_secs(9), None, TIMEOUT));
+    }
+
+    #[test]
+    fn a_fence_soon_after_broker_trouble_is_not_taken_for_a_twin() {
+        // The chaos test's broker restart: the young transaction is refused
+        // with an old epoch a moment after the connections dropped.
+        assert!(!fenced_by_twin(
+            Duration::from_millis(5),
+            Some(Duration::from_millis(3)),
+            TIMEOUT
+        ));
+        assert!(!fenced_by_twin(
+            Duration::from_millis(5),
+            Some(Duration::from_secs(9)),
+            TIMEOUT
+        ));
+    }
 }
