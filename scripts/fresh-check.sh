@@ -18,7 +18,8 @@
 #   scripts/fresh-check.sh                 all four runs
 #   scripts/fresh-check.sh --only ci|demo  runs 1-2 or 3-4
 #   scripts/fresh-check.sh --only ci-cold  run 1 alone (the check before a landing)
-#   scripts/fresh-check.sh --keep          keep the temporary directory
+#   scripts/fresh-check.sh --keep          keep the temporary directory (kept
+#                                          anyway when a run fails)
 #
 # Stop it with Ctrl-C, or by signalling its whole process group (kill -TERM -PGID).
 #
@@ -110,6 +111,8 @@ timed() {
   if [ $rc -ne 0 ]; then
     log "last lines of $out:"
     tail -n 30 "$out" >&2
+    # The clone's test logs (<target>/test-logs) are what explain a failure.
+    keep=1
   fi
   in_ns "$clone" stack/stack.sh down >/dev/null 2>&1 || true
   return $rc
