@@ -131,6 +131,9 @@ class Runner:
         self.timeout = timeout
         self.durations = durations
         self.failed = []
+        # Tests that ran, by outcome, over every binary (from libtest's
+        # per-test lines): a run that executed none is a failure.
+        self.counts = {"ok": 0, "FAILED": 0, "ignored": 0}
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
 
@@ -160,8 +163,16 @@ class Runner:
         summary = next(
             (l for l in reversed(text.splitlines()) if l.startswith("test result:")), ""
         )
+        results = [l for l in text.splitlines()
+                   if l.startswith("test ") and l.rsplit(" ... ", 1)[-1] in self.counts]
+        with self.lock:
+            for l in results:
+                self.counts[l.rsplit(" ... ", 1)[-1]] += 1
         if status == 0:
             self.say(f"ok     {b['name']}{where} ({took:.0f} s) {summary}")
+            with self.lock:
+                for l in results:
+                    print(f"         {b['name']}: {l}", flush=True)
             return
         why = "timed out" if status is None else f"exit status {status}"
         with self.lock:
@@ -242,10 +253,15 @@ def main():
         runner.run_parallel(alone, 1)
     durations_path.write_text(json.dumps(durations, indent=1, sort_keys=True))
 
+    c = runner.counts
+    tally = f"{c['ok']} tests passed, {c['FAILED']} failed, {c['ignored']} ignored"
     if runner.failed:
-        print(f"run-tests: {len(runner.failed)} test binaries failed: {', '.join(runner.failed)}")
+        print(f"run-tests: {len(runner.failed)} test binaries failed: {', '.join(runner.failed)}; {tally}")
         sys.exit(1)
-    runner.say(f"all {len(binaries)} test binaries passed")
+    if c["ok"] == 0:
+        print(f"run-tests: no test ran ({len(binaries)} binaries; OUTBOUND_TEST_ONLY={only or 'unset'})")
+        sys.exit(1)
+    runner.say(f"all {len(binaries)} test binaries passed: {tally}")
 
 
 if __name__ == "__main__":
