@@ -16,10 +16,13 @@ be made (not root, no `ip`/`nft`, or OUTBOUND_TEST_ISOLATE=0) they run on the
 shared stack instead, alone, after the rest.
 
 A test file marks itself as disruptive with a line `// test-runner:
-exclusive`; inside a binary, tests that run instances under load still
-serialize on `common::one_at_a_time()`, which also holds a lock file shared
-by every binary, so two such tests never overlap even from different
-binaries.
+exclusive`, optionally naming the stack components it needs, `// test-runner:
+exclusive (stack: kafka opensearch)` (all but Prometheus by default):
+binaries needing the same components share one private stack, and each such
+stack runs its binaries one after another, beside the other stacks. Inside a
+binary, tests that run instances under load still serialize on
+`common::one_at_a_time()`, which also holds a lock file per stack, so two
+such tests on one stack never overlap even from different binaries.
 
 Usage: scripts/run-tests.py [cargo test flags, e.g. --locked]
 OUTBOUND_TEST_ONLY=chaos,engine_fencing runs only the binaries named.
@@ -30,6 +33,7 @@ or timed out (OUTBOUND_TEST_TIMEOUT_SECS per binary, 1500 by default).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "// test-runner: exclusive"
+FULL_STACK = ("mariadb", "kafka", "connect", "opensearch")
 
 
 def target_dir() -> Path:
@@ -79,33 +84,37 @@ def build(cargo_flags):
     return binaries
 
 
-def exclusive(binary) -> bool:
+def exclusive(binary):
+    """The stack components a disruptive binary needs (None: not disruptive)."""
     try:
-        return MARKER in Path(binary["src"]).read_text()
+        text = Path(binary["src"]).read_text()
     except OSError:
-        return False
-
-
-# Namespaces are machine-wide: one per run, so runs in different clones (or
-# in scripts/fresh-check.sh's namespace) do not tear down each other's.
-NAMESPACE = f"tests{os.getpid()}"
+        return None
+    line = next((l for l in text.splitlines() if l.startswith(MARKER)), None)
+    if line is None:
+        return None
+    m = re.search(r"\(stack:([^)]*)\)", line)
+    return tuple(m.group(1).split()) if m else FULL_STACK
 
 
 class PrivateStack:
-    """The local stack (stack/stack.sh up) inside network namespace
-    NAMESPACE, its state under the target dir."""
+    """The local stack (stack/stack.sh up COMPONENTS) inside a network
+    namespace of its own, its state under the target dir. Namespaces are
+    machine-wide: one per run and stack, so runs in different clones (or in
+    scripts/fresh-check.sh's namespace) do not tear down each other's."""
 
-    def __init__(self, target: Path, logs: Path):
-        self.dir = target / "tmp" / f"stack-{NAMESPACE}"
-        self.log = logs / "exclusive-stack.log"
+    def __init__(self, target: Path, logs: Path, index: int, components):
+        self.namespace = f"tests{os.getpid()}s{index}"
+        self.components = list(components)
+        self.dir = target / "tmp" / f"stack-{self.namespace}"
+        self.log = logs / f"exclusive-stack-{index}.log"
 
     def prefix(self):
-        return [str(REPO / "scripts/isolated.sh"), NAMESPACE, "env",
+        return [str(REPO / "scripts/isolated.sh"), self.namespace, "env",
                 f"OUTBOUND_STACK_DIR={self.dir}"]
 
     def up(self) -> bool:
-        # What the disruptive tests use: no Prometheus, no secured components.
-        up = [str(REPO / "stack/stack.sh"), "up", "mariadb", "kafka", "connect", "opensearch"]
+        up = [str(REPO / "stack/stack.sh"), "up"] + self.components
         with open(self.log, "a") as log:
             return subprocess.run(self.prefix() + up,
                                   cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode == 0
@@ -114,7 +123,7 @@ class PrivateStack:
         with open(self.log, "a") as log:
             subprocess.run(self.prefix() + [str(REPO / "stack/stack.sh"), "down"],
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-            subprocess.run([str(REPO / "scripts/isolated.sh"), "--delete", NAMESPACE],
+            subprocess.run([str(REPO / "scripts/isolated.sh"), "--delete", self.namespace],
                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -184,14 +193,14 @@ class Runner:
     def run_alone(self, binaries, stack: PrivateStack):
         """Brings up the private stack, runs `binaries` on it one at a time,
         tears it down; False if the stack would not come up (nothing run)."""
-        self.say(f"private stack for {', '.join(b['name'] for b in binaries)}: "
-                 f"starting (log {stack.log})")
+        self.say(f"private stack ({' '.join(stack.components)}) for "
+                 f"{', '.join(b['name'] for b in binaries)}: starting (log {stack.log})")
         try:
             if not stack.up():
                 self.say(f"private stack did not come up (log {stack.log}); "
                          "those binaries run on the shared stack, after the rest")
                 return False
-            self.say("private stack: up")
+            self.say(f"private stack for {', '.join(b['name'] for b in binaries)}: up")
             for b in sorted(binaries, key=lambda b: -self.durations.get(b["name"], 0.0)):
                 self.run(b, stack.prefix())
             return True
@@ -234,23 +243,29 @@ def main():
     only = [n for n in os.environ.get("OUTBOUND_TEST_ONLY", "").split(",") if n]
     if only:
         binaries = [b for b in binaries if b["name"] in only]
-    alone = [b for b in binaries if exclusive(b)]
-    shared = [b for b in binaries if not exclusive(b)]
+    groups = {}
+    for b in binaries:
+        needs = exclusive(b)
+        if needs is not None:
+            groups.setdefault(needs, []).append(b)
+    shared = [b for b in binaries if exclusive(b) is None]
     runner = Runner(logs, timeout, durations)
-    runner.say(f"{len(shared)} test binaries, {jobs} at a time; {len(alone)} alone: "
-               + ", ".join(b["name"] for b in alone))
-    isolated = {}
-    side = None
-    if alone and can_isolate():
-        stack = PrivateStack(target, logs)
-        side = threading.Thread(
-            target=lambda: isolated.update(ok=runner.run_alone(alone, stack)))
-        side.start()
+    runner.say(f"{len(shared)} test binaries, {jobs} at a time; alone, on {len(groups)} stacks: "
+               + "; ".join(", ".join(b["name"] for b in g) for g in groups.values()))
+    done = {}
+    sides = []
+    if groups and can_isolate():
+        for i, (needs, group) in enumerate(groups.items()):
+            stack = PrivateStack(target, logs, i, needs)
+            side = threading.Thread(
+                target=lambda g=group, st=stack, n=needs: done.update({n: runner.run_alone(g, st)}))
+            side.start()
+            sides.append(side)
     runner.run_parallel(shared, jobs)
-    if side:
+    for side in sides:
         side.join()
-    if not isolated.get("ok"):
-        runner.run_parallel(alone, 1)
+    left = [b for needs, group in groups.items() if not done.get(needs) for b in group]
+    runner.run_parallel(left, 1)
     durations_path.write_text(json.dumps(durations, indent=1, sort_keys=True))
 
     c = runner.counts

@@ -5,7 +5,7 @@
 # installed from apt and Maven Central on first use) while the code is
 # linted and the tests are built, then runs every test of the workspace
 # against the stack (scripts/run-tests.py: several binaries at a time, the
-# ones that stop stack components on a private stack beside them).
+# ones that stop stack components on private stacks beside them).
 #
 # From nothing on two cores: 13-18 min (apt, Maven downloads and a first
 # build); with the caches warm (~/.cache/outbound, ~/.m2): about 13 min, of

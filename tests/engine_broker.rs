@@ -11,7 +11,7 @@
 //! against a private stack: `scripts/isolated.sh NAME env
 //! OUTBOUND_STACK_DIR=/tmp/NAME-stack cargo test --test engine_broker`.
 
-// test-runner: exclusive — stops or freezes a component of the shared
+// test-runner: exclusive (stack: kafka opensearch) — stops or freezes a component of the shared
 // stack, so scripts/run-tests.py runs this binary alone.
 
 mod common;

@@ -8,7 +8,7 @@
 //! Needs `stack/stack.sh up kafka opensearch`. Restarts the opensearch
 //! component of the local stack (other tests using it see a short outage).
 
-// test-runner: exclusive — stops or freezes a component of the shared
+// test-runner: exclusive (stack: kafka opensearch) — stops or freezes a component of the shared
 // stack, so scripts/run-tests.py runs this binary alone.
 #![allow(clippy::type_complexity, clippy::field_reassign_with_default)] // test code: tuples and configs built field by field read best here
 
