@@ -35,8 +35,10 @@ _kafka_secure_credentials() {
       echo "APP_USER=outbound"
       echo "APP_PASSWORD=$(openssl rand -hex 16)"
       echo "STORE_PASSWORD=$(openssl rand -hex 16)"
-    } >"$d/credentials.env"
-    chmod 600 "$d/credentials.env"
+    } >"$d/credentials.env.tmp"
+    chmod 600 "$d/credentials.env.tmp"
+    # Whole or not at all: a second `up` running meanwhile reads it.
+    mv "$d/credentials.env.tmp" "$d/credentials.env"
   fi
   # shellcheck source=/dev/null
   source "$d/credentials.env"

@@ -46,8 +46,10 @@ search_tls_start() {
       echo "PASSWORD=$(openssl rand -hex 16)"
       echo "API_KEY_ID=$(openssl rand -hex 8)"
       echo "API_KEY=$(openssl rand -hex 16)"
-    } >"$d/credentials.env"
-    chmod 600 "$d/credentials.env"
+    } >"$d/credentials.env.tmp"
+    chmod 600 "$d/credentials.env.tmp"
+    # Whole or not at all: a second `up` running meanwhile reads it.
+    mv "$d/credentials.env.tmp" "$d/credentials.env"
   fi
   stack_cert search-tls "$d"
   if is_running search-tls; then
