@@ -43,6 +43,9 @@ pub struct Metrics {
     /// Records the record collector did not send because a later one to
     /// the same key superseded them (or summed them), by output.
     pub records_coalesced: IntCounterVec,
+    /// Records fetched again below an offset this instance had committed
+    /// (and skipped), by input stage (`source` for the source topics).
+    pub records_refetched: IntCounterVec,
     pub state_keys: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub state_rebuilds: IntCounterVec,
@@ -219,6 +222,12 @@ impl Metrics {
                 "outbound_records_coalesced_total",
                 "Records not sent because a later record to the same key superseded or was summed with them, by output.",
                 &["output"],
+            ),
+            records_refetched: counter(
+                &registry,
+                "outbound_records_refetched_total",
+                "Records fetched again below an offset this instance had already committed, and skipped, by input stage.",
+                &["stage"],
             ),
             state_keys: gauge(
                 &registry,

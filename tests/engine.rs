@@ -217,6 +217,49 @@ fn kill_at_failpoint(name: &str, seed: u64, point: &str) {
 }
 
 #[test]
+fn a_fetch_position_jumping_back_changes_nothing() {
+    let _serial = one_at_a_time();
+    // Seen under load: the consumer fetched records of an internal topic
+    // again that the instance had processed and committed, and the
+    // aggregate added their rollup deltas twice. The failpoint seeks every
+    // stage input of the second commit that consumed rollup deltas back to
+    // its start.
+    let s = Scenario::new("engine-jump", 47, 600, 8_000);
+    let producer = producer();
+    let (first, rest) = s.history.records.split_at(s.history.records.len() / 2);
+    produce(&producer, &s.prefix, first);
+    let state = s.state("a");
+    let mut outbound = Outbound::start_with_env(
+        &s.spec("a", &state),
+        0,
+        &[
+            ("OUTBOUND_FAILPOINTS", "input.jump_back@2"),
+            // Purged, the records would not come again.
+            ("OUTBOUND_KAFKA__PURGE_INTERVAL_MS", "0"),
+        ],
+    );
+    wait_for("the failpoint to seek back", DEADLINE, || {
+        if outbound
+            .log_text()
+            .contains("failpoint: fetching the partition again")
+        {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    produce(&producer, &s.prefix, rest);
+    s.assert_outputs_converge(&[&outbound]);
+    let log = outbound.log_text();
+    assert!(
+        log.contains("already processed was fetched again"),
+        "the records fetched again were noticed; log {}",
+        outbound.log.display()
+    );
+    outbound.stop_cleanly();
+}
+
+#[test]
 fn kill_between_flush_and_commit_changes_nothing() {
     let _serial = one_at_a_time();
     kill_at_failpoint("engine-kill-flush", 41, "commit.after_flush");

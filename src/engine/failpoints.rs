@@ -9,6 +9,14 @@
 //! - `commit.before_apply`: the transaction is committed, its writes not yet
 //!   applied to the local stores.
 //!
+//! And one that does not kill but plays a fault seen under load:
+//!
+//! - `input.jump_back`: right after a commit that consumed rollup deltas
+//!   (the `n`th such; summing is what a record read twice breaks), the
+//!   consumer's fetch position of every stage input it consumed goes back
+//!   to the partition's first offset, so records already processed come
+//!   again.
+//!
 //! Unset (always, outside tests), a failpoint costs one branch.
 
 use std::collections::HashMap;
@@ -17,6 +25,7 @@ use std::sync::OnceLock;
 
 pub const AFTER_FLUSH: &str = "commit.after_flush";
 pub const BEFORE_APPLY: &str = "commit.before_apply";
+pub const JUMP_BACK: &str = "input.jump_back";
 
 struct Point {
     at: u64,
@@ -48,16 +57,21 @@ fn points() -> &'static HashMap<String, Point> {
     })
 }
 
-/// Dies here if the failpoint `name` is set and due.
-pub fn hit(name: &str) {
+/// Whether the failpoint `name` is set and due (the `n`th time here).
+pub fn due(name: &str) -> bool {
     let points = points();
     if points.is_empty() {
-        return;
+        return false;
     }
-    if let Some(p) = points.get(name) {
-        if p.seen.fetch_add(1, Ordering::SeqCst) + 1 == p.at {
-            tracing::error!(failpoint = name, "failpoint reached: aborting the process");
-            std::process::abort();
-        }
+    points
+        .get(name)
+        .is_some_and(|p| p.seen.fetch_add(1, Ordering::SeqCst) + 1 == p.at)
+}
+
+/// Dies here if the failpoint `name` is set and due.
+pub fn hit(name: &str) {
+    if due(name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting the process");
+        std::process::abort();
     }
 }

@@ -19,6 +19,7 @@ pub mod failpoints;
 mod librdkafka;
 pub mod partitioner;
 pub mod processors;
+pub mod progress;
 pub mod purge;
 pub mod record_collector;
 mod stall;

@@ -19,7 +19,7 @@
 //! generation is not the one of our last assignment is never sent (after a
 //! lost assignment librdkafka's is -1, which the coordinator would not fence).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,11 +29,12 @@ use outbound_state::{StoreResources, WriteBuffer};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::failpoints;
 use super::librdkafka::group_generation;
 use super::processors::{Context as ProcessContext, Input, ProcessError};
+use super::progress::InputProgress;
 use super::purge::Purger;
 use super::record_collector::{Limits, Record, RecordCollector};
 use super::state_manager::StateDirectory;
@@ -163,9 +164,9 @@ pub struct StreamThread {
     topics: Topics,
     tasks: TaskManager,
     collector: RecordCollector,
-    /// Next offset per input partition, for records processed since the
-    /// last commit (what the commit sends as consumed offsets).
-    positions: HashMap<Partition, i64>,
+    /// Per input partition, the offsets processed since the last commit
+    /// (what the commit sends as consumed offsets) and committed.
+    progress: InputProgress,
     events: Arc<Mutex<VecDeque<RebalanceEvent>>>,
     /// The generation of the last assignment.
     generation: Option<i32>,
@@ -284,7 +285,7 @@ impl StreamThread {
             topics,
             tasks,
             collector: RecordCollector::new(limits),
-            positions: HashMap::new(),
+            progress: InputProgress::default(),
             events,
             generation: None,
             last_commit: Instant::now(),
@@ -388,7 +389,7 @@ impl StreamThread {
                         .rebalances
                         .with_label_values(&[if lost { "lost" } else { "revoke" }])
                         .inc();
-                    let touched = partitions.iter().any(|p| self.positions.contains_key(p));
+                    let touched = self.progress.touches(&partitions);
                     if lost || touched {
                         // Records of these partitions are in the batch, and
                         // the partitions are no longer ours to commit for.
@@ -400,7 +401,7 @@ impl StreamThread {
                         warn!(
                             thread = self.name,
                             why,
-                            batch = self.positions.len(),
+                            batch = self.progress.len(),
                             "dropping the uncommitted batch"
                         );
                         self.discard_batch(&partitions)?;
@@ -412,6 +413,7 @@ impl StreamThread {
                         "partitions revoked"
                     );
                     self.tasks.revoke(&partitions, !lost);
+                    self.progress.forget(&partitions);
                     if lost {
                         self.generation = None;
                     }
@@ -485,7 +487,7 @@ impl StreamThread {
                 &self.topics,
                 &mut self.tasks,
                 &mut self.collector,
-                &mut self.positions,
+                &mut self.progress,
                 &self.consumer,
                 &self.metrics,
                 &message,
@@ -555,7 +557,7 @@ impl StreamThread {
     fn commit(&mut self, deadline: Instant) -> anyhow::Result<()> {
         self.last_commit = Instant::now();
         let empty_buffers = self.tasks.tasks().all(|t| t.buffer.is_empty());
-        if self.positions.is_empty()
+        if self.progress.is_empty()
             && self.collector.is_empty()
             && empty_buffers
             && !self.producer.is_open()
@@ -605,9 +607,9 @@ impl StreamThread {
             }
         }
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.positions {
+        for ((topic, partition), next) in self.progress.batch() {
             offsets
-                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .add_partition_offset(topic, *partition, Offset::Offset(next))
                 .context("building the consumed offsets")?;
         }
         let result = self
@@ -659,10 +661,20 @@ impl StreamThread {
                 for ts in self.collector.source_times.drain(..) {
                     e2e.observe((now_ms - ts).max(0) as f64 / 1000.0);
                 }
-                for ((topic, partition), next) in self.positions.drain() {
-                    if self.topics.stage_of(&topic).is_some() {
-                        self.purger.committed(&topic, partition, next);
+                let done = self.progress.commit();
+                for ((topic, partition), next) in &done {
+                    if self.topics.stage_of(topic).is_some() {
+                        self.purger.committed(topic, *partition, *next);
                     }
+                    debug!(thread = self.name, %topic, partition, next, "input committed");
+                }
+                let deltas = done.iter().any(|((topic, _), _)| {
+                    self.topics
+                        .stage_of(topic)
+                        .is_some_and(|stage| stage.def().input == Output::RollupDeltas)
+                });
+                if deltas && failpoints::due(failpoints::JUMP_BACK) {
+                    self.jump_back(&done);
                 }
                 if self.backoff.failures > 0 {
                     info!(thread = self.name, "committing again after failures");
@@ -708,8 +720,8 @@ impl StreamThread {
                         | rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed
                 );
                 let inputs: Vec<String> = self
-                    .positions
-                    .iter()
+                    .progress
+                    .batch()
                     .map(|((t, p), next)| format!("{t}[{p}] before offset {next}"))
                     .collect();
                 if permanent_rights || self.backoff.failures > 0 {
@@ -815,6 +827,25 @@ impl StreamThread {
         }
     }
 
+    /// The `input.jump_back` failpoint: the stage inputs just committed are
+    /// fetched again from their first offset.
+    fn jump_back(&self, committed: &[(Partition, i64)]) {
+        for ((topic, partition), next) in committed {
+            if self.topics.stage_of(topic).is_none() {
+                continue;
+            }
+            warn!(failpoint = failpoints::JUMP_BACK, %topic, partition, committed = next, "failpoint: fetching the partition again from its start");
+            if let Err(e) = self.consumer.seek(
+                topic,
+                *partition,
+                Offset::Beginning,
+                Duration::from_secs(10),
+            ) {
+                warn!(%topic, partition, error = %e, "failpoint: seeking back");
+            }
+        }
+    }
+
     /// Drops the uncommitted batch and rewinds the partitions consumed in it
     /// (except `gone`, no longer ours).
     fn discard_batch(&mut self, gone: &[Partition]) -> anyhow::Result<()> {
@@ -824,9 +855,7 @@ impl StreamThread {
             .abort(Instant::now() + Duration::from_secs(10));
         self.collector.clear();
         self.tasks.clear_buffers();
-        for p in gone {
-            self.positions.remove(p);
-        }
+        self.progress.forget(gone);
         match aborted {
             Ok(()) => self.rewind(),
             Err(e) => self.on_commit_failure(e),
@@ -837,11 +866,11 @@ impl StreamThread {
     /// committed offset. Without the offsets a rewind cannot happen: a
     /// broker that is slow or restarting comes back, so it is retried.
     fn rewind(&mut self) -> anyhow::Result<()> {
-        if self.positions.is_empty() {
+        if self.progress.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in self.positions.keys() {
+        for ((topic, partition), _) in self.progress.batch() {
             tpl.add_partition(topic, *partition);
         }
         let committed = loop {
@@ -849,7 +878,18 @@ impl StreamThread {
                 .consumer
                 .committed_offsets(tpl.clone(), Duration::from_secs(30))
             {
-                Ok(offsets) => break offsets,
+                // A partition's own error (an offset commit still pending in
+                // a transaction, its coordinator moving) comes back with an
+                // invalid offset, which is not "nothing committed": ask again.
+                Ok(offsets) => match offsets.elements().iter().find_map(|e| e.error().err()) {
+                    None => break offsets,
+                    Some(e) if !self.shutdown.is_requested() => {
+                        let delay = self.backoff.fail();
+                        warn!(thread = self.name, error = %e, retry_in = ?delay, "a committed offset to rewind to is not readable yet");
+                        self.pause_for(delay);
+                    }
+                    Some(e) => return Err(e).context("reading committed offsets to rewind"),
+                },
                 Err(e) if !self.shutdown.is_requested() => {
                     let delay = self.backoff.fail();
                     warn!(thread = self.name, error = %e, retry_in = ?delay, "reading committed offsets to rewind");
@@ -871,7 +911,7 @@ impl StreamThread {
                 warn!(topic = elem.topic(), partition = elem.partition(), error = %e, "rewinding a partition");
             }
         }
-        self.positions.clear();
+        self.progress.drop_batch(&[]);
         Ok(())
     }
 
@@ -950,7 +990,7 @@ impl StreamThread {
             Instant::now() + Duration::from_millis(self.config.shutdown_deadline_ms).mul_f64(0.8);
         let committed = if self.generation_current() {
             match self.commit(deadline) {
-                Ok(()) => self.positions.is_empty(),
+                Ok(()) => self.progress.is_empty(),
                 Err(e) => {
                     warn!(thread = self.name, error = %format!("{e:#}"), "the last commit failed; the uncommitted work will be done again");
                     false
@@ -974,7 +1014,7 @@ fn process(
     topics: &Topics,
     tasks: &mut TaskManager,
     collector: &mut RecordCollector,
-    positions: &mut HashMap<Partition, i64>,
+    progress: &mut InputProgress,
     consumer: &ThreadConsumer,
     metrics: &Metrics,
     m: &BorrowedMessage<'_>,
@@ -988,6 +1028,27 @@ fn process(
         timestamp: m.timestamp().to_millis(),
     };
     let stage = topics.stage_of(input.topic);
+    let key = (input.topic.to_owned(), input.partition);
+    // A stage input's record processed already (see `progress`): never
+    // twice. A source topic's offsets may go back for good — the topic
+    // deleted and created again, Debezium writing it afresh — and its
+    // records are all new then; the internal topics are this app's own.
+    if let Some(done) = stage.and_then(|_| progress.seen(&key, input.offset)) {
+        if progress.skipped(&key) {
+            warn!(
+            topic = input.topic,
+            partition = input.partition,
+            offset = input.offset,
+            processed_up_to = done,
+            "a record this thread already processed was fetched again; skipping it and the ones after it up to the offset processed"
+        );
+        }
+        metrics
+            .records_refetched
+            .with_label_values(&[stage.map_or("source", Stage::name)])
+            .inc();
+        return Ok(());
+    }
     collector.begin_record();
     let result = match stage {
         Some(stage) => {
@@ -1061,7 +1122,7 @@ fn process(
             })
         }
     }
-    positions.insert((input.topic.to_owned(), input.partition), input.offset + 1);
+    progress.processed(key, input.offset + 1);
     Ok(())
 }
 

@@ -266,7 +266,12 @@ impl TaskManager {
         for id in &due {
             tpl.add_partition(self.topics.input(id.stage), id.partition);
         }
-        if let Err(e) = consumer.committed_offsets(tpl, REQUEST_TIMEOUT) {
+        let unsettled = match consumer.committed_offsets(tpl, REQUEST_TIMEOUT) {
+            Err(e) => Some(e),
+            // A partition's own error: its offsets are not settled either.
+            Ok(offsets) => offsets.elements().iter().find_map(|e| e.error().err()),
+        };
+        if let Some(e) = unsettled {
             warn!(error = %e, "reading the committed offsets of tasks being initialised; will try again");
             self.retry_later(&due);
             return Ok(changes);

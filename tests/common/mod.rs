@@ -523,7 +523,12 @@ impl Outbound {
             .env("OUTBOUND_SINK__IN_RUN", "false")
             // Purge the repartition topics often enough for tests to see it.
             .env("OUTBOUND_KAFKA__PURGE_INTERVAL_MS", "1000")
-            .env("RUST_LOG", "info,rdkafka=warn")
+            // OUTBOUND_TEST_RUST_LOG: more detail when a test is being looked into.
+            .env(
+                "RUST_LOG",
+                std::env::var("OUTBOUND_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+            )
             .env("NO_COLOR", "1")
             .envs(env.iter().copied().filter(|(k, _)| *k != OBSERVED))
             .stdout(Stdio::from(file.try_clone().expect("log file")))
@@ -768,6 +773,10 @@ impl Drop for Outbound {
 /// up NAME`, idempotent) and returns its directory under the stack dir and
 /// the variables of its `credentials.env`.
 pub fn stack_component(name: &str) -> (PathBuf, BTreeMap<String, String>) {
+    // The tests of one binary run on threads: two `up`s of one component
+    // at once would both start it.
+    static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _up = UP.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let stack_dir = std::env::var_os("OUTBOUND_STACK_DIR")
         .map(PathBuf::from)
@@ -796,8 +805,11 @@ pub fn stack_component(name: &str) -> (PathBuf, BTreeMap<String, String>) {
 /// The tests that each run instances under load: run concurrently on a
 /// two-core machine beside the stack, they starve each other (and the
 /// broker) past their deadlines. Each holds this for its whole run. A mutex
-/// orders the tests of one binary; a lock file in the target dir orders them
-/// across binaries, which scripts/run-tests.py runs several at a time.
+/// orders the tests of one binary; a lock file orders them across binaries,
+/// which scripts/run-tests.py runs several at a time. The lock file is the
+/// stack's (`OUTBOUND_STACK_DIR`, which run-tests sets for a binary on a
+/// private stack; the target dir for the shared one): what such tests starve
+/// is the broker they share.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub struct OneAtATime {
@@ -809,7 +821,12 @@ pub fn one_at_a_time() -> OneAtATime {
     let guard = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("one-at-a-time.lock");
+    let dir = std::env::var_os("OUTBOUND_STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("creating the lock directory {}: {e}", dir.display()));
+    let path = dir.join("one-at-a-time.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
