@@ -44,7 +44,7 @@ pub struct Metrics {
     /// the same key superseded them (or summed them), by output.
     pub records_coalesced: IntCounterVec,
     /// Records fetched again below an offset this instance had committed
-    /// (and skipped), by input stage (`source` for the source topics).
+    /// (and skipped), by stage.
     pub records_refetched: IntCounterVec,
     pub state_keys: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
@@ -526,6 +526,7 @@ impl Metrics {
         }
         for stage in STAGES {
             self.state_rebuilds.with_label_values(&[stage]);
+            self.records_refetched.with_label_values(&[stage]);
             self.restored_records.with_label_values(&[stage]);
             self.restore_remaining.with_label_values(&[stage]);
         }

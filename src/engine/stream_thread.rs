@@ -1033,7 +1033,8 @@ fn process(
     // twice. A source topic's offsets may go back for good — the topic
     // deleted and created again, Debezium writing it afresh — and its
     // records are all new then; the internal topics are this app's own.
-    if let Some(done) = stage.and_then(|_| progress.seen(&key, input.offset)) {
+    let seen = stage.and_then(|st| Some((st, progress.seen(&key, input.offset)?)));
+    if let Some((seen_in, done)) = seen {
         if progress.skipped(&key) {
             warn!(
             topic = input.topic,
@@ -1045,7 +1046,7 @@ fn process(
         }
         metrics
             .records_refetched
-            .with_label_values(&[stage.map_or("source", Stage::name)])
+            .with_label_values(&[seen_in.name()])
             .inc();
         return Ok(());
     }
