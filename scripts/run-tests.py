@@ -19,9 +19,7 @@ A test file marks itself as disruptive with a line `// test-runner:
 exclusive`, optionally naming the stack components it needs, `// test-runner:
 exclusive (stack: kafka opensearch)` (all but Prometheus by default):
 binaries needing the same components share one private stack, and each such
-stack runs its binaries one after another, beside the other stacks. A binary
-that only loads its broker heavily can ask for a private stack the same way
-with `// test-runner: private (stack: kafka)`. Inside a
+stack runs its binaries one after another, beside the other stacks. Inside a
 binary, tests that run instances under load still serialize on
 `common::one_at_a_time()`, which also holds a lock file per stack, so two
 such tests on one stack never overlap even from different binaries.
@@ -44,9 +42,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# `exclusive`: disrupts the stack it runs on; `private`: does not, but puts
-# enough load on a broker to be worth one of its own.
-MARKERS = ("// test-runner: exclusive", "// test-runner: private")
+MARKER = "// test-runner: exclusive"
 FULL_STACK = ("mariadb", "kafka", "connect", "opensearch")
 
 
@@ -94,7 +90,7 @@ def exclusive(binary):
         text = Path(binary["src"]).read_text()
     except OSError:
         return None
-    line = next((l for l in text.splitlines() if l.startswith(MARKERS)), None)
+    line = next((l for l in text.splitlines() if l.startswith(MARKER)), None)
     if line is None:
         return None
     m = re.search(r"\(stack:([^)]*)\)", line)

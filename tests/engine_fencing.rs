@@ -3,10 +3,6 @@
 //! live processes with one instance id, and a rolling restart under load
 //! with a short transaction timeout.
 
-// test-runner: private (stack: kafka) — three tests of two or three loaded
-// instances each: scripts/run-tests.py gives them a broker of their own,
-// beside the engine tests on the shared one.
-
 mod common;
 
 use std::collections::BTreeMap;
