@@ -107,15 +107,20 @@ fn read_all(
         return Ok(());
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let mut eof = 0;
+    // Partitions read to their end: one may report its end more than once
+    // (a record arrived after the first), which must not stand in for
+    // another's.
+    let mut at_end = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while eof < parts {
+    while at_end.len() < parts {
         if Instant::now() > deadline {
             return Err(format!("{topic} not read to its end in 10 minutes"));
         }
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => each(&m),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
             Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
             None => {}
         }
