@@ -7,9 +7,9 @@
 # against the stack (scripts/run-tests.py: several binaries at a time, the
 # ones that stop stack components on private stacks beside them).
 #
-# From nothing on two cores: 13-18 min (apt, Maven downloads and a first
-# build); with the caches warm (~/.cache/outbound, ~/.m2): about 13 min, of
-# which 11 are the tests.
+# From nothing on two cores: 13-20 min (apt, Maven downloads and a first
+# build); with the caches warm (~/.cache/outbound, ~/.m2): 12.5-15.5 min, of
+# which 10-13 are the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
